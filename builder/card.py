@@ -1,0 +1,53 @@
+"""Dataset cards, rendered from the templates in cards/ with huggingface_hub's card classes."""
+
+from importlib import resources
+
+import polars as pl
+from huggingface_hub import DatasetCard, DatasetCardData
+
+TABLES = ("pairs", "candidates", "judgments", "prompts", "dropped")
+
+
+def size_category(rows: int) -> str:
+    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if rows < limit:
+            return label
+    return "1M<n<10M"
+
+
+def render_pairs_card(manifest: dict, tables: dict[str, pl.DataFrame]) -> str:
+    configs = [
+        {"config_name": name, "data_files": f"{name}.parquet", **({"default": True} if name == "pairs" else {})}
+        for name in TABLES
+        if name in tables
+    ]
+    card_data = DatasetCardData(
+        pretty_name=f"Self-rewarding preference pairs {manifest['id']}",
+        license="other",
+        task_categories=["text-generation"],
+        size_categories=size_category(tables["pairs"].height),
+        tags=["self-rewarding", "dpo", "preference", "llm-as-a-judge", "synthetic"],
+        configs=configs,
+    )
+    template = resources.files("cards").joinpath("dataset_card.md").read_text(encoding="utf-8")
+    sampling = manifest["sampling"]
+    card = DatasetCard.from_template(
+        card_data,
+        template_str=template,
+        id=manifest["id"],
+        parent=manifest.get("parent"),
+        policy=manifest["policy"]["model"]["spec"],
+        judge=manifest["judge"]["model"]["spec"],
+        template_name=manifest["judge_template"]["name"],
+        template_sha=manifest["judge_template"]["sha256"],
+        prompt_source=manifest["input"]["spec"],
+        seed=manifest["seed"],
+        created_at=manifest["created_at"],
+        code=manifest["code_version"]["git"] or manifest["code_version"]["package"],
+        n_samples=sampling["candidates"]["n"],
+        n_judge_samples=sampling["judgments"]["n"],
+        counts=manifest["counts"],
+        stats=manifest["stats"],
+        pct=lambda rate: "n/a" if rate is None else f"{100 * rate:.1f}%",
+    )
+    return str(card)

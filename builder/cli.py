@@ -1,0 +1,148 @@
+"""The `builder` command line."""
+
+import json
+import os
+import sys
+
+import click
+
+from builder.errors import BuilderError
+from builder.progress import console
+
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+class UserError(click.ClickException):
+    exit_code = 2
+
+
+class BuilderGroup(click.Group):
+    """Turns the tool's own errors into one line and exit status 2, and a Ctrl-C into a hint to resume."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BuilderError as error:
+            raise UserError(str(error)) from None
+        except KeyboardInterrupt:
+            console.print("interrupted: finished batches are saved; run the same command again to continue")
+            ctx.exit(130)
+
+
+def store_option(command):
+    return click.option(
+        "--store", envvar="BUILDER_STORE", default=None, show_envvar=True,
+        help="Store folder for dataset versions [default: ./builder-store]",
+    )(command)
+
+
+def _store(path):
+    from builder.store import Store
+
+    return Store(path)
+
+
+@click.group(cls=BuilderGroup)
+@click.version_option(package_name="self-rewarding-builder")
+def cli():
+    """Build versioned preference datasets with the Self-Rewarding Language Models recipe."""
+
+
+@cli.command("make-pairs")
+@click.option("--model", "-m", default=None, help="Policy: a local folder, a registered name (M1, M2…), a Hub id, or the embedded default [default: smollm2-135m-instruct]")
+@click.option("--judge", "-j", default=None, help="Judge model, if not the policy itself")
+@click.option("--prompts", "-p", default=None, help="JSONL/JSON/parquet/CSV file, a saved `datasets` folder, hf:NAME[:SPLIT], or a version id [default: the shipped sample prompts]")
+@click.option("--limit", type=int, default=None, help="Use only the first N prompts")
+@click.option("--n-samples", "-n", type=int, default=4, show_default=True, help="Candidates per prompt")
+@click.option("--n-judgments", "-k", type=int, default=3, show_default=True, help="Judgments per candidate, averaged")
+@click.option("--temperature", type=float, default=0.7, show_default=True)
+@click.option("--top-p", type=float, default=0.9, show_default=True)
+@click.option("--max-new-tokens", type=int, default=256, show_default=True, help="Candidate length limit")
+@click.option("--judge-temperature", type=float, default=0.7, show_default=True)
+@click.option("--judge-top-p", type=float, default=0.9, show_default=True)
+@click.option("--judge-max-new-tokens", type=int, default=256, show_default=True)
+@click.option("--judge-template", type=click.Path(dir_okay=False), default=None, help="A template file with {prompt} and {response} [default: the additive 5-point template]")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--backend", type=click.Choice(["transformers"]), default="transformers", show_default=True)
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Requests per generate call")
+@click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default="bfloat16", show_default=True)
+@store_option
+def make_pairs_command(store, **options):
+    """Sample candidates, judge them with the same model, and write a pairs dataset version."""
+    from builder.make_pairs import MakePairsConfig, make_pairs
+
+    version, built = make_pairs(MakePairsConfig(**options), _store(store))
+    counts, stats = version.manifest["counts"], version.manifest["stats"]
+    if not built:
+        console.print(f"already built: {version.id} ({version.folder})")
+    else:
+        console.print(f"[bold green]built {version.id}[/] in {version.folder}")
+    console.print(
+        f"{counts['prompts']} prompts → {counts['candidates']} candidates → {counts['judgments']} judgments "
+        f"({stats['judgments_parsed']} parsed) → [bold]{counts['pairs']} pairs[/]; "
+        + ", ".join(f"{k} {v}" for k, v in stats["drops"].items())
+    )
+    if counts["pairs"] == 0 and counts["judgments"] and stats["judgments_parsed"] == 0:
+        console.print(
+            "[yellow]No judgment ended with a 'Score: N' line, so no candidate could be labelled and no pair was made. "
+            "Every raw judgment is kept in the judgments table. A judge that cannot follow the template needs EFT "
+            "training first (or use --judge with a stronger model).[/]"
+        )
+    click.echo(version.id)
+
+
+@cli.command("ls")
+@store_option
+def ls_command(store):
+    """List the dataset versions in the store, newest first."""
+    from builder.show import stdout, versions_table
+
+    stdout().print(versions_table(_store(store)))
+
+
+@cli.command("show")
+@click.argument("version")
+@store_option
+def show_command(version, store):
+    """Summarise one version: manifest, counts, drops by reason, score histogram."""
+    from builder.show import stdout, version_view
+
+    store = _store(store)
+    found = store.load(version)
+    stdout().print(version_view(found, store.verify(found)))
+
+
+@cli.command("verify")
+@click.argument("version")
+@store_option
+def verify_command(version, store):
+    """Check every file of a version against the sha256 in its manifest."""
+    store = _store(store)
+    found = store.load(version)
+    damaged = store.verify(found)
+    if damaged:
+        raise BuilderError(f"{found.id}: checksum mismatch in {', '.join(damaged)}")
+    console.print(f"{found.id}: {len(found.manifest['files'])} files match the manifest")
+
+
+@cli.command("query")
+@click.argument("sql")
+@click.option("--format", "output", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@store_option
+def query_command(sql, output, store):
+    """Run DuckDB SQL over every version: views prompts, candidates, judgments, pairs, dropped, versions."""
+    from builder.query import run_query
+    from builder.show import frame_table, stdout
+
+    frame = run_query(_store(store), sql)
+    if output == "csv":
+        sys.stdout.write(frame.write_csv())
+    elif output == "json":
+        for row in frame.to_dicts():
+            sys.stdout.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+    else:
+        stdout().print(frame_table(frame))
+
+
+def main():
+    cli()

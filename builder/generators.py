@@ -1,0 +1,101 @@
+"""The Generator seam: anything that turns a batch of Requests into n Completions each.
+
+The transformers backend lives here; vLLM and OpenAI-compatible HTTP backends plug in beside it by
+implementing the same two members, `identity` and `generate`.
+"""
+
+import hashlib
+from typing import Protocol
+
+from builder.errors import BuilderError
+from builder.models import ModelRef
+from builder.progress import quiet_transformers
+from builder.records import Completion, Request
+
+
+class Generator(Protocol):
+    # Everything about the backend that changes its answers (model fingerprint, backend, dtype, …).
+    # It goes into every request's cache key and into the manifest.
+    identity: dict
+
+    def generate(self, requests: list[Request]) -> list[list[Completion]]:
+        """Answer each request with exactly request.sampling.n completions, in order."""
+        ...
+
+
+class TransformersGenerator:
+    """Batched `generate` with left padding; one call samples n continuations of every prompt in the batch.
+
+    Torch has one random generator per process, so a batch is seeded from the seeds of the requests in it:
+    the same batch gives the same answers, which is what makes a resumed run equal an uninterrupted one.
+    """
+
+    def __init__(self, model: ModelRef, dtype: str = "bfloat16", device: str | None = None, batch_size: int = 16):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        quiet_transformers()
+        self.torch = torch
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model.path)
+            self.model = AutoModelForCausalLM.from_pretrained(model.path, dtype=getattr(torch, dtype)).to(self.device)
+        except (OSError, ValueError) as error:
+            raise BuilderError(f"cannot load model from {model.path}: {str(error).splitlines()[0]}") from None
+        if not self.tokenizer.chat_template:
+            raise BuilderError(f"model {model.spec!r} has no chat template; the builder needs a chat model")
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model.eval()
+        self.stop_ids = self._stop_token_ids()
+        self.batch_size = batch_size
+        # batch_size is part of the identity: it decides which requests share a random stream.
+        self.identity = {"backend": "transformers", "model": model.fingerprint, "dtype": dtype, "batch_size": batch_size}
+
+    def _stop_token_ids(self) -> set[int]:
+        ids = self.model.generation_config.eos_token_id
+        ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+        ids.add(self.tokenizer.eos_token_id)
+        return {i for i in ids if i is not None}
+
+    def generate(self, requests: list[Request]) -> list[list[Completion]]:
+        torch = self.torch
+        sampling = requests[0].sampling
+        if any(r.sampling != sampling for r in requests):
+            raise ValueError("one batch must share its sampling parameters")
+        texts = [self.tokenizer.apply_chat_template(list(r.messages), tokenize=False, add_generation_prompt=True) for r in requests]
+        batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        torch.manual_seed(batch_seed(requests))
+        with torch.inference_mode():
+            output = self.model.generate(
+                **batch,
+                do_sample=sampling.temperature > 0,
+                temperature=sampling.temperature if sampling.temperature > 0 else None,
+                top_p=sampling.top_p if sampling.temperature > 0 else None,
+                max_new_tokens=sampling.max_new_tokens,
+                num_return_sequences=sampling.n,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=sorted(self.stop_ids),
+                top_k=0,  # the model's generation_config may carry a top-k; the recipe samples with top-p alone
+            )
+        new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()
+        completions = [self._completion(tokens) for tokens in new_tokens]
+        return [completions[i * sampling.n : (i + 1) * sampling.n] for i in range(len(requests))]
+
+    def _completion(self, tokens: list[int]) -> Completion:
+        stop = next((i for i, token in enumerate(tokens) if token in self.stop_ids), None)
+        kept = tokens if stop is None else tokens[:stop]
+        text = self.tokenizer.decode(kept, skip_special_tokens=True)
+        return Completion(text=text.strip(), finish_reason="length" if stop is None else "stop", n_tokens=len(kept))
+
+
+def batch_seed(requests: list[Request]) -> int:
+    digest = hashlib.sha256(",".join(str(r.seed) for r in requests).encode()).hexdigest()
+    return int(digest[:15], 16)
+
+
+def load_generator(model: ModelRef, backend: str = "transformers", **options) -> Generator:
+    if backend == "transformers":
+        return TransformersGenerator(model, **options)
+    raise BuilderError(f"unknown backend {backend!r} (available: transformers)")

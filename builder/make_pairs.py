@@ -1,0 +1,201 @@
+"""One iteration's data: prompts → N candidates each → K judgments each → averaged scores → pairs.
+
+Every stage is a pure function of the tables before it, except the two generation stages, which go through
+the generation cache so that a killed run continues where it stopped and gives the same version.
+"""
+
+import time
+from dataclasses import asdict, dataclass
+
+import polars as pl
+
+from builder.aggregate import build_labels
+from builder.cache import run_requests
+from builder.card import render_pairs_card
+from builder.errors import BuilderError
+from builder.generators import Generator, load_generator
+from builder.judge import JudgeTemplate, load_template, parse_judgment
+from builder.models import resolve_model
+from builder.progress import console
+from builder.prompts import load_prompts
+from builder.records import Completion, Sampling, make_request, stable_hash
+from builder.stats import pairs_stats
+from builder.store import Store, Version, version_id
+
+CANDIDATES_SCHEMA = {
+    "candidate_id": pl.String,
+    "prompt_id": pl.String,
+    "sample_index": pl.Int32,
+    "response": pl.String,
+    "finish_reason": pl.String,
+    "n_tokens": pl.Int32,
+    "request_key": pl.String,
+}
+JUDGMENTS_SCHEMA = {
+    "judgment_id": pl.String,
+    "candidate_id": pl.String,
+    "prompt_id": pl.String,
+    "sample_index": pl.Int32,
+    "raw": pl.String,
+    "rationale": pl.String,
+    "score": pl.Float64,
+    "parse_error": pl.String,
+    "finish_reason": pl.String,
+    "n_tokens": pl.Int32,
+    "request_key": pl.String,
+}
+
+
+@dataclass(frozen=True)
+class MakePairsConfig:
+    model: str | None = None  # None: the embedded default
+    judge: str | None = None  # None: the policy judges itself
+    prompts: str | None = None  # None: the shipped sample prompts
+    limit: int | None = None
+    n_samples: int = 4
+    n_judgments: int = 3
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_new_tokens: int = 256
+    judge_temperature: float = 0.7
+    judge_top_p: float = 0.9
+    judge_max_new_tokens: int = 256
+    judge_template: str | None = None
+    seed: int = 0
+    backend: str = "transformers"
+    batch_size: int = 16
+    dtype: str = "bfloat16"
+
+    def validate(self) -> None:
+        for name in ("n_samples", "n_judgments", "max_new_tokens", "judge_max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise BuilderError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.n_samples < 2:
+            raise BuilderError("--n-samples must be at least 2: a pair needs two candidates")
+        if self.limit is not None and self.limit < 1:
+            raise BuilderError("--limit must be at least 1")
+        for name in ("temperature", "judge_temperature"):
+            if getattr(self, name) < 0:
+                raise BuilderError(f"--{name.replace('_', '-')} must not be negative")
+        for name in ("top_p", "judge_top_p"):
+            if not 0 < getattr(self, name) <= 1:
+                raise BuilderError(f"--{name.replace('_', '-')} must be in (0, 1]")
+
+
+def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
+    """Build (or find) the version for this configuration. Returns (version, built_now)."""
+    config.validate()
+    prompts, dropped_prompts, source = load_prompts(config.prompts, store, config.limit)
+    template = load_template(config.judge_template)
+    policy_ref = resolve_model(config.model, store.root)
+    judge_ref = policy_ref if config.judge is None else resolve_model(config.judge, store.root)
+    candidate_sampling = Sampling(config.n_samples, config.temperature, config.top_p, config.max_new_tokens)
+    judge_sampling = Sampling(config.n_judgments, config.judge_temperature, config.judge_top_p, config.judge_max_new_tokens)
+    engine = {"backend": config.backend, "dtype": config.dtype, "batch_size": config.batch_size}
+    identity = {
+        "input": stable_hash(prompts["prompt_id"].to_list()),
+        "policy": policy_ref.fingerprint,
+        "judge": judge_ref.fingerprint,
+        "engine": engine,
+        "candidates": asdict(candidate_sampling),
+        "judgments": asdict(judge_sampling),
+        "judge_template": template.sha256,
+        "seed": config.seed,
+    }
+    vid = version_id("pairs", identity)
+    if store.exists(vid):
+        return store.load(vid), False
+
+    options = {"dtype": config.dtype, "batch_size": config.batch_size}
+    policy = load_generator(policy_ref, config.backend, **options)
+    judge = policy if judge_ref == policy_ref else load_generator(judge_ref, config.backend, **options)
+
+    started = time.perf_counter()
+    candidates = generate_candidates(policy, prompts, candidate_sampling, config.seed, store, config.batch_size)
+    candidates_s = time.perf_counter() - started
+    judgments = judge_candidates(judge, template, prompts, candidates, judge_sampling, config.seed, store, config.batch_size)
+    judgments_s = time.perf_counter() - started - candidates_s
+
+    scored, pairs, dropped = build_labels(prompts, candidates, judgments)
+    tables = {
+        "prompts": prompts,
+        "candidates": scored.sort("candidate_id"),
+        "judgments": judgments.sort("judgment_id"),
+        "pairs": pairs,
+        "dropped": pl.concat([dropped_prompts, dropped]).sort("level", "prompt_id", "candidate_id", "judgment_id", nulls_last=True),
+    }
+    manifest = {
+        "kind": "pairs",
+        "parent": source.parent_version,
+        "policy": {"model": policy_ref.to_json(), "engine": policy.identity},
+        "judge": {"model": judge_ref.to_json(), "engine": judge.identity},
+        "sampling": {"candidates": asdict(candidate_sampling), "judgments": asdict(judge_sampling), "seed": config.seed},
+        "seed": config.seed,
+        "judge_template": template.to_json(),
+        "input": {**source.to_json(), "limit": config.limit, "prompts_fingerprint": identity["input"]},
+        "identity": identity,
+        "stats": pairs_stats(tables),
+        "timing_s": {"candidates": round(candidates_s, 2), "judgments": round(judgments_s, 2)},
+    }
+    return store.write_version(vid, tables, manifest, render_pairs_card), True
+
+
+def generate_candidates(policy: Generator, prompts: pl.DataFrame, sampling: Sampling, seed: int, store: Store, batch_size: int) -> pl.DataFrame:
+    requests = [make_request(policy.identity, messages, sampling, seed) for messages in prompts["messages"].to_list()]
+    answers = run_requests(policy, requests, store.generation_cache(policy.identity), batch_size, "candidates")
+    rows = [
+        _candidate_row(prompt_id, index, request.key, completion)
+        for prompt_id, request in zip(prompts["prompt_id"].to_list(), requests)
+        for index, completion in enumerate(answers[request.key])
+    ]
+    return pl.DataFrame(rows, schema=CANDIDATES_SCHEMA)
+
+
+def _candidate_row(prompt_id: str, index: int, key: str, completion: Completion) -> dict:
+    return {
+        "candidate_id": f"{prompt_id}-c{index}",
+        "prompt_id": prompt_id,
+        "sample_index": index,
+        "response": completion.text,
+        "finish_reason": completion.finish_reason,
+        "n_tokens": completion.n_tokens,
+        "request_key": key,
+    }
+
+
+def judge_candidates(
+    judge: Generator,
+    template: JudgeTemplate,
+    prompts: pl.DataFrame,
+    candidates: pl.DataFrame,
+    sampling: Sampling,
+    seed: int,
+    store: Store,
+    batch_size: int,
+) -> pl.DataFrame:
+    with_prompt = candidates.join(prompts.select("prompt_id", "prompt"), on="prompt_id")
+    jobs = [
+        (candidate_id, prompt_id, make_request(judge.identity, [{"role": "user", "content": template.render(prompt, response)}], sampling, seed))
+        for candidate_id, prompt_id, prompt, response in with_prompt.select("candidate_id", "prompt_id", "prompt", "response").iter_rows()
+    ]
+    answers = run_requests(judge, [job[2] for job in jobs], store.generation_cache(judge.identity), batch_size, "judgments")
+    rows = []
+    for candidate_id, prompt_id, request in jobs:
+        for index, completion in enumerate(answers[request.key]):
+            verdict = parse_judgment(completion)
+            rows.append(
+                {
+                    "judgment_id": f"{candidate_id}-j{index}",
+                    "candidate_id": candidate_id,
+                    "prompt_id": prompt_id,
+                    "sample_index": index,
+                    "raw": completion.text,
+                    "rationale": verdict.rationale,
+                    "score": verdict.score,
+                    "parse_error": verdict.parse_error,
+                    "finish_reason": completion.finish_reason,
+                    "n_tokens": completion.n_tokens,
+                    "request_key": request.key,
+                }
+            )
+    return pl.DataFrame(rows, schema=JUDGMENTS_SCHEMA)

@@ -1,0 +1,114 @@
+"""Rich views of the store: `builder ls` and `builder show`."""
+
+import polars as pl
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+
+from builder.store import Store, Version
+
+
+def _pct(rate) -> str:
+    return "-" if rate is None else f"{100 * rate:.1f}%"
+
+
+def versions_table(store: Store) -> Table:
+    table = Table(title=f"versions in {store.root}", title_justify="left")
+    for column in ("version", "created (UTC)", "policy", "judge", "prompts", "pairs", "ties", "unparsed judgments"):
+        table.add_column(column, justify="right" if column in ("prompts", "pairs", "ties", "unparsed judgments") else "left")
+    for v in store.versions():
+        m, stats = v.manifest, v.manifest.get("stats", {})
+        table.add_row(
+            v.id,
+            m.get("created_at", "")[:19].replace("T", " "),
+            m.get("policy", {}).get("model", {}).get("spec", "-"),
+            m.get("judge", {}).get("model", {}).get("spec", "-"),
+            str(m.get("counts", {}).get("prompts", "-")),
+            str(m.get("counts", {}).get("pairs", "-")),
+            _pct(stats.get("tie_rate")),
+            _pct(stats.get("parse_failure_rate")),
+        )
+    return table
+
+
+def version_view(version: Version, damaged: list[str]) -> Group:
+    m = version.manifest
+    stats = m["stats"]
+    summary = Table.grid(padding=(0, 2))
+    summary.add_column(style="bold")
+    summary.add_column()
+    sampling = m["sampling"]
+    for label, value in (
+        ("version", version.id + (f"  (parent {m['parent']})" if m.get("parent") else "")),
+        ("created", f"{m['created_at']}  code {m['code_version']['git'] or m['code_version']['package']}"),
+        ("policy", f"{m['policy']['model']['spec']}  {m['policy']['model']['fingerprint'][:23]}"),
+        ("judge", f"{m['judge']['model']['spec']}  {m['judge']['model']['fingerprint'][:23]}"),
+        ("engine", ", ".join(f"{k}={v}" for k, v in m["policy"]["engine"].items() if k != "model")),
+        ("candidates", _sampling(sampling["candidates"])),
+        ("judgments", _sampling(sampling["judgments"])),
+        ("seed", str(m["seed"])),
+        ("judge template", f"{m['judge_template']['name']}  sha256 {m['judge_template']['sha256'][:16]}"),
+        ("prompts from", f"{m['input']['spec']}  ({m['input']['fingerprint'][:30]})"),
+        ("files", "[red]damaged: " + ", ".join(damaged) + "[/]" if damaged else f"{len(m['files'])} files, checksums ok"),
+    ):
+        summary.add_row(label, value)
+
+    counts = Table(title="rows", title_justify="left")
+    counts.add_column("table")
+    counts.add_column("rows", justify="right")
+    for name, rows in m["counts"].items():
+        counts.add_row(name, str(rows))
+
+    drops = Table(title="dropped, by reason", title_justify="left")
+    for column in ("level", "reason", "rows"):
+        drops.add_column(column, justify="right" if column == "rows" else "left")
+    for key, n in stats["drops"].items():
+        level, reason = key.split(":", 1)
+        drops.add_row(level, reason, str(n))
+
+    rates = Table.grid(padding=(0, 2))
+    rates.add_column(style="bold")
+    rates.add_column()
+    rates.add_row("pairs / prompts", _pct(stats["pair_rate"]))
+    rates.add_row("ties / prompts", _pct(stats["tie_rate"]))
+    rates.add_row("unparsed judgments", _pct(stats["parse_failure_rate"]))
+    rates.add_row("mean tokens", ", ".join(f"{k} {v}" for k, v in stats["mean_tokens"].items()))
+    rates.add_row("mean score", ", ".join(f"{k} {v}" for k, v in stats["mean_score"].items()))
+
+    parts = [Panel(summary, title="manifest", title_align="left"), counts, drops, rates, score_histogram(stats["score_histogram"])]
+    if stats["parse_failure_rate"] and stats["parse_failure_rate"] > 0.5:
+        parts.append(
+            "[yellow]Most judgments did not end with a 'Score: N' line, so their candidates gave no labels. "
+            "A judge that does not follow the template needs EFT training first.[/]"
+        )
+    return Group(*parts)
+
+
+def score_histogram(histogram: dict) -> Table:
+    table = Table(title="score histogram (parsed judgments)", title_justify="left")
+    table.add_column("score", justify="right")
+    table.add_column("judgments", justify="right")
+    table.add_column("")
+    peak = max(histogram.values(), default=0)
+    for score, n in histogram.items():
+        table.add_row(score, str(n), "█" * round(40 * n / peak) if peak else "")
+    if not histogram:
+        table.add_row("-", "0", "no judgment parsed")
+    return table
+
+
+def frame_table(frame: pl.DataFrame, max_width: int = 60) -> Table:
+    table = Table(show_lines=False)
+    for name in frame.columns:
+        table.add_column(name, overflow="fold", max_width=max_width)
+    for row in frame.iter_rows():
+        table.add_row(*("" if value is None else str(value) for value in row))
+    return table
+
+
+def _sampling(s: dict) -> str:
+    return f"n={s['n']} temperature={s['temperature']} top_p={s['top_p']} max_new_tokens={s['max_new_tokens']}"
+
+
+def stdout() -> Console:
+    return Console()
