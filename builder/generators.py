@@ -67,20 +67,22 @@ class TransformersGenerator:
         texts = [self.tokenizer.apply_chat_template(list(r.messages), tokenize=False, add_generation_prompt=True) for r in requests]
         batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         torch.manual_seed(batch_seed(requests))
+        sample = sampling.temperature > 0
+        # top_k=0: the model's generation_config may carry a top-k; the recipe samples with top-p alone.
+        knobs = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0} if sample else {"do_sample": False}
         with torch.inference_mode():
             output = self.model.generate(
                 **batch,
-                do_sample=sampling.temperature > 0,
-                temperature=sampling.temperature if sampling.temperature > 0 else None,
-                top_p=sampling.top_p if sampling.temperature > 0 else None,
+                **knobs,
                 max_new_tokens=sampling.max_new_tokens,
-                num_return_sequences=sampling.n,
+                num_return_sequences=sampling.n if sample else 1,
                 pad_token_id=self.tokenizer.pad_token_id,
                 eos_token_id=sorted(self.stop_ids),
-                top_k=0,  # the model's generation_config may carry a top-k; the recipe samples with top-p alone
             )
         new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()
         completions = [self._completion(tokens) for tokens in new_tokens]
+        if not sample:  # greedy decoding has one answer; n copies of it keep the shape callers expect
+            completions = [c for c in completions for _ in range(sampling.n)]
         return [completions[i * sampling.n : (i + 1) * sampling.n] for i in range(len(requests))]
 
     def _completion(self, tokens: list[int]) -> Completion:
