@@ -79,8 +79,8 @@ def make_pairs_command(store, **options):
         console.print(f"[bold green]built {version.id}[/] in {version.folder}")
     console.print(
         f"{counts['prompts']} prompts → {counts['candidates']} candidates → {counts['judgments']} judgments "
-        f"({stats['judgments_parsed']} parsed) → [bold]{counts['pairs']} pairs[/]; "
-        + ", ".join(f"{k} {v}" for k, v in stats["drops"].items())
+        f"({stats['judgments_parsed']} parsed) → [bold]{counts['pairs']} pairs[/]"
+        + "".join(f"; dropped {key} {n}" for key, n in stats["drops"].items())
     )
     if counts["pairs"] == 0 and counts["judgments"] and stats["judgments_parsed"] == 0:
         console.print(

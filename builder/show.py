@@ -1,6 +1,7 @@
 """Rich views of the store: `builder ls` and `builder show`."""
 
 import polars as pl
+from rich import box
 from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
@@ -12,17 +13,28 @@ def _pct(rate) -> str:
     return "-" if rate is None else f"{100 * rate:.1f}%"
 
 
+def _models(manifest: dict) -> str:
+    # a local folder is shown by its name; the manifest keeps the full path
+    names = []
+    for role in ("policy", "judge"):
+        spec = manifest.get(role, {}).get("model", {}).get("spec", "-")
+        names.append(spec.rstrip("/").rsplit("/", 1)[-1] if spec.startswith(("/", ".")) else spec)
+    return names[0] if names[0] == names[1] else " / ".join(names)
+
+
 def versions_table(store: Store) -> Table:
-    table = Table(title=f"versions in {store.root}", title_justify="left")
-    for column in ("version", "created (UTC)", "policy", "judge", "prompts", "pairs", "ties", "unparsed judgments"):
-        table.add_column(column, justify="right" if column in ("prompts", "pairs", "ties", "unparsed judgments") else "left")
+    table = Table(title=f"versions in {store.root}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table.add_column("version", no_wrap=True)
+    table.add_column("created", no_wrap=True)
+    table.add_column("policy / judge", overflow="fold", min_width=10)
+    for column in ("prompts", "pairs", "ties", "unparsed"):
+        table.add_column(column, justify="right", no_wrap=True)
     for v in store.versions():
         m, stats = v.manifest, v.manifest.get("stats", {})
         table.add_row(
             v.id,
-            m.get("created_at", "")[:19].replace("T", " "),
-            m.get("policy", {}).get("model", {}).get("spec", "-"),
-            m.get("judge", {}).get("model", {}).get("spec", "-"),
+            m.get("created_at", "")[:10],
+            _models(m),
             str(m.get("counts", {}).get("prompts", "-")),
             str(m.get("counts", {}).get("pairs", "-")),
             _pct(stats.get("tie_rate")),
@@ -65,6 +77,8 @@ def version_view(version: Version, damaged: list[str]) -> Group:
     for key, n in stats["drops"].items():
         level, reason = key.split(":", 1)
         drops.add_row(level, reason, str(n))
+    if not stats["drops"]:
+        drops.add_row("-", "nothing dropped", "0")
 
     rates = Table.grid(padding=(0, 2))
     rates.add_column(style="bold")

@@ -141,15 +141,19 @@ def shard_count(store) -> int:
     return len(list((store / ".cache" / "generations").glob("*/*.parquet")))
 
 
-def test_sigkill_then_rerun_equals_an_uninterrupted_run(built, tiny_model, prompts_file, tmp_path):
-    reference_store, reference, _ = built
-    store = tmp_path / "store"
-    args = ["make-pairs", "--model", tiny_model, "--prompts", prompts_file, "--store", store, *FAST]
+def test_sigkill_then_rerun_equals_an_uninterrupted_run(tiny_model, tmp_path):
+    # long enough (40 prompts in batches of 2: 80 shards) that the kill lands mid-run
+    prompts_file = tmp_path / "prompts.jsonl"
+    prompts_file.write_text("".join(json.dumps({"prompt": f"Name thing number {i}."}) + "\n" for i in range(40)))
+    args = ["make-pairs", "--model", tiny_model, "--prompts", prompts_file, *FAST, "--batch-size", "2"]
+    reference_store, store = tmp_path / "reference", tmp_path / "store"
+    reference = run_builder(*args, "--store", reference_store, check=True).stdout.strip().splitlines()[-1]
+    args += ["--store", store]
     process = subprocess.Popen([sys.executable, "-c", "from builder.cli import main; main()", *map(str, args)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
     deadline = time.time() + 300
-    while shard_count(store) < 4 and time.time() < deadline and process.poll() is None:
-        time.sleep(0.05)
+    while shard_count(store) < 30 and time.time() < deadline and process.poll() is None:
+        time.sleep(0.01)
     assert process.poll() is None, "the run finished before it could be killed; make it longer"
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -164,7 +168,9 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(built, tiny_model, promp
     keep = lambda m: {k: v for k, v in m.items() if k not in ("created_at", "timing_s", "files")}  # noqa: E731
     manifest = json.loads((store / version / "manifest.json").read_text())
     assert keep(manifest) == keep(json.loads((reference_store / reference / "manifest.json").read_text()))
-    # nothing doubled: every request answered exactly once in the cache
+    # nothing doubled: every distinct request answered exactly once in the cache (a candidate text that was
+    # sampled twice for one prompt makes one judge request, answered once)
     rows = pl.read_parquet(list((store / ".cache" / "generations").glob("*/*.parquet")))
-    assert rows.height == 8 * 4 + 32 * 3 and rows.select("key", "sample").is_unique().all()
+    distinct_judge_requests = read(store, version, "candidates").select("prompt_id", "response").unique().height
+    assert rows.height == 40 * 4 + distinct_judge_requests * 3 and rows.select("key", "sample").is_unique().all()
     assert shard_count(store) > shards_before
