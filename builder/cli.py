@@ -145,4 +145,12 @@ def query_command(sql, output, store):
 
 
 def main():
-    cli()
+    # Click's usage errors print usage and a hint over three lines; the builder keeps every error to one line.
+    try:
+        code = cli.main(standalone_mode=False)
+    except click.ClickException as error:
+        click.echo(f"Error: {error.format_message()}", err=True)
+        code = error.exit_code
+    except click.Abort:
+        code = 130
+    sys.exit(code or 0)

@@ -116,6 +116,10 @@ def test_ls_show_query_verify(built):
                          check=True)
     assert joined.stdout.splitlines()[1] == str(read(store, version, "pairs").height)
     assert run_builder("verify", version, "--store", store).returncode == 0
+    bad_sql = run_builder("query", "--store", store, "SELEC count(*) FROM pairs")
+    assert bad_sql.returncode == 2 and len(bad_sql.stderr.strip().splitlines()) == 1
+    unknown = run_builder("show", "pairs-ffffffffffff", "--store", store)
+    assert unknown.returncode == 2 and "no version 'pairs-ffffffffffff'" in unknown.stderr
 
 
 def test_one_dpo_step_on_the_pairs(built, tiny_model, tmp_path):
@@ -127,7 +131,7 @@ def test_one_dpo_step_on_the_pairs(built, tiny_model, tmp_path):
     pairs = load_dataset("parquet", data_files=str(store / version / "pairs.parquet"), split="train")
     args = DPOConfig(
         output_dir=str(tmp_path / "dpo"), max_steps=1, per_device_train_batch_size=2, learning_rate=1e-6, beta=0.1,
-        bf16=False, gradient_checkpointing=False, use_cpu=True, report_to="none", save_strategy="no", logging_steps=1,
+        bf16=False, activation_checkpointing=False, use_cpu=True, report_to="none", save_strategy="no", logging_steps=1,
     )
     trainer = DPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(tiny_model), args=args, train_dataset=pairs,

@@ -63,7 +63,7 @@ def build_tiny_model(out_dir: Path, judge_template: str, steps: int = 120) -> Pa
     model = LlamaForCausalLM(config)
     args = SFTConfig(
         output_dir=str(out_dir / "trainer"), max_steps=steps, per_device_train_batch_size=8, learning_rate=3e-3,
-        lr_scheduler_type="constant", warmup_steps=0, bf16=False, gradient_checkpointing=False, use_cpu=True,
+        lr_scheduler_type="constant", warmup_steps=0, bf16=False, activation_checkpointing=False, use_cpu=True,
         report_to="none", save_strategy="no", logging_strategy="no", max_length=1024, disable_tqdm=True,
     )
     SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples), processing_class=tokenizer).train()
