@@ -1,0 +1,151 @@
+"""Two numbers for the README, run by hand (not a test):
+
+1. `builder make-pairs` wall time against the raw engine's time for the very same generations
+   (target: at most 1.10x). The raw side loads the same model and calls the same backend on the same
+   batches, with no cache, no parsing, no tables, no progress bar; the builder side is the whole command
+   in-process on an empty store. The embedded model's one-off conversion is done before either clock starts.
+2. Averages and pairs from 1,000,000 synthetic judgment rows (target: at most 2 s).
+
+    python bench/make_pairs_overhead.py                       # both
+    python bench/make_pairs_overhead.py --only aggregate      # the second alone (seconds)
+"""
+
+import argparse
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+
+from builder.aggregate import build_labels
+from builder.cache import plan_batches
+from builder.generators import load_generator
+from builder.judge import load_template
+from builder.make_pairs import CANDIDATES_SCHEMA, JUDGMENTS_SCHEMA, MakePairsConfig, make_pairs
+from builder.models import resolve_model
+from builder.prompts import PROMPTS_SCHEMA
+from builder.records import Sampling, make_request
+from builder.store import Store
+
+
+def builder_wall(config: MakePairsConfig, root: Path) -> tuple[float, Path]:
+    store = Store(root)
+    started = time.perf_counter()
+    version, _ = make_pairs(config, store)
+    return time.perf_counter() - started, version.folder
+
+
+def raw_engine_wall(config: MakePairsConfig, version_folder: Path) -> float:
+    """The same requests, in the same batches, straight through the backend."""
+    prompts = pl.read_parquet(version_folder / "prompts.parquet")
+    candidates = pl.read_parquet(version_folder / "candidates.parquet").join(prompts.select("prompt_id", "prompt"), on="prompt_id")
+    template = load_template(config.judge_template)
+    candidate_sampling = Sampling(config.n_samples, config.temperature, config.top_p, config.max_new_tokens)
+    judge_sampling = Sampling(config.n_judgments, config.judge_temperature, config.judge_top_p, config.judge_max_new_tokens)
+
+    started = time.perf_counter()
+    generator = load_generator(resolve_model(config.model), config.backend, dtype=config.dtype, batch_size=config.batch_size)
+    stages = [
+        [make_request(generator.identity, messages, candidate_sampling, config.seed) for messages in prompts["messages"].to_list()],
+        [
+            make_request(generator.identity, [{"role": "user", "content": template.render(p, r)}], judge_sampling, config.seed)
+            for p, r in candidates.select("prompt", "response").unique(maintain_order=True).iter_rows()
+        ],
+    ]
+    for requests in stages:
+        for batch in plan_batches(requests, config.batch_size):
+            generator.generate(batch)
+    return time.perf_counter() - started
+
+
+def synthetic_tables(n_prompts: int, n_samples: int = 4, n_judgments: int = 3, seed: int = 0):
+    rng = random.Random(seed)
+    prompt_ids = [f"p{i:07d}" for i in range(n_prompts)]
+    prompts = pl.DataFrame(
+        {
+            "prompt_id": prompt_ids,
+            "prompt": [f"question {i}" for i in range(n_prompts)],
+            "messages": [[{"role": "user", "content": f"question {i}"}] for i in range(n_prompts)],
+            "source": "synthetic",
+            "source_row": range(n_prompts),
+            "source_id": None,
+        },
+        schema=PROMPTS_SCHEMA,
+    )
+    candidates = (
+        pl.DataFrame({"prompt_id": prompt_ids})
+        .join(pl.DataFrame({"sample_index": list(range(n_samples))}, schema={"sample_index": pl.Int32}), how="cross")
+        .with_columns(
+            pl.format("{}-c{}", "prompt_id", "sample_index").alias("candidate_id"),
+            pl.lit("an answer").alias("response"),
+            pl.lit("stop").alias("finish_reason"),
+            pl.lit(3, pl.Int32).alias("n_tokens"),
+            pl.lit("k").alias("request_key"),
+        )
+        .select(list(CANDIDATES_SCHEMA))
+        .cast(CANDIDATES_SCHEMA)
+    )
+    n_rows = candidates.height * n_judgments
+    # 5% of judgments fail to parse; the rest score 0..5
+    scores = [None if rng.random() < 0.05 else float(rng.randint(0, 5)) for _ in range(n_rows)]
+    judgments = (
+        candidates.select("candidate_id", "prompt_id")
+        .join(pl.DataFrame({"sample_index": list(range(n_judgments))}, schema={"sample_index": pl.Int32}), how="cross")
+        .with_columns(
+            pl.format("{}-j{}", "candidate_id", "sample_index").alias("judgment_id"),
+            pl.lit("Fine.\nScore: 3").alias("raw"),
+            pl.lit("Fine.").alias("rationale"),
+            pl.Series("score", scores, pl.Float64),
+            pl.Series("parse_error", [("no_final_score_line" if s is None else None) for s in scores], pl.String),
+            pl.lit("stop").alias("finish_reason"),
+            pl.lit(8, pl.Int32).alias("n_tokens"),
+            pl.lit("k").alias("request_key"),
+        )
+        .select(list(JUDGMENTS_SCHEMA))
+        .cast(JUDGMENTS_SCHEMA)
+    )
+    return prompts, candidates, judgments
+
+
+def aggregate_bench(n_rows: int) -> None:
+    prompts, candidates, judgments = synthetic_tables(n_rows // 12 + 1)
+    timings = []
+    for _ in range(3):
+        started = time.perf_counter()
+        _, pairs, dropped = build_labels(prompts, candidates, judgments)
+        timings.append(time.perf_counter() - started)
+    print(f"aggregate: {judgments.height:,} judgment rows, {candidates.height:,} candidates, {prompts.height:,} prompts "
+          f"-> {pairs.height:,} pairs, {dropped.height:,} dropped rows; best of 3: {min(timings):.2f} s (target <= 2 s)")
+
+
+def overhead_bench(config: MakePairsConfig) -> None:
+    resolve_model(config.model)  # the one-off conversion of the embedded default is not part of either clock
+    with tempfile.TemporaryDirectory() as root:
+        builder_s, folder = builder_wall(config, Path(root))
+        raw_s = raw_engine_wall(config, folder)
+        counts = pl.read_parquet(folder / "judgments.parquet").height
+    print(f"make-pairs: {config.limit} prompts x {config.n_samples} candidates x {config.n_judgments} judgments "
+          f"({counts} judgments), batch {config.batch_size}, {config.dtype}")
+    print(f"make-pairs wall {builder_s:.1f} s, raw engine {raw_s:.1f} s, ratio {builder_s / raw_s:.3f} (target <= 1.10)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=["overhead", "aggregate"])
+    parser.add_argument("--model", default=None, help="default: the embedded SmolLM2-135M-Instruct")
+    parser.add_argument("--limit", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--judge-max-new-tokens", type=int, default=96)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    args = parser.parse_args()
+    if args.only != "overhead":
+        aggregate_bench(args.rows)
+    if args.only != "aggregate":
+        config = MakePairsConfig(model=args.model, limit=args.limit, max_new_tokens=args.max_new_tokens,
+                                 judge_max_new_tokens=args.judge_max_new_tokens)
+        overhead_bench(config)
+
+
+if __name__ == "__main__":
+    main()
