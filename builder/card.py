@@ -49,5 +49,6 @@ def render_pairs_card(manifest: dict, tables: dict[str, pl.DataFrame]) -> str:
         counts=manifest["counts"],
         stats=manifest["stats"],
         pct=lambda rate: "n/a" if rate is None else f"{100 * rate:.1f}%",
+        value=lambda number: "n/a" if number is None else number,
     )
     return str(card)

@@ -16,9 +16,8 @@ from builder.errors import BuilderError
 from builder.generators import Generator, load_generator
 from builder.judge import JudgeTemplate, load_template, parse_judgment
 from builder.models import resolve_model
-from builder.progress import console
 from builder.prompts import load_prompts
-from builder.records import Completion, Sampling, make_request, stable_hash
+from builder.records import Completion, Request, Sampling, make_request, stable_hash
 from builder.stats import pairs_stats
 from builder.store import Store, Version, version_id
 
@@ -141,7 +140,7 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
 
 
 def generate_candidates(policy: Generator, prompts: pl.DataFrame, sampling: Sampling, seed: int, store: Store, batch_size: int) -> pl.DataFrame:
-    requests = [make_request(policy.identity, messages, sampling, seed) for messages in prompts["messages"].to_list()]
+    requests = candidate_requests(policy, prompts, sampling, seed)
     answers = run_requests(policy, requests, store.generation_cache(policy.identity), batch_size, "candidates")
     rows = [
         _candidate_row(prompt_id, index, request.key, completion)
@@ -149,6 +148,21 @@ def generate_candidates(policy: Generator, prompts: pl.DataFrame, sampling: Samp
         for index, completion in enumerate(answers[request.key])
     ]
     return pl.DataFrame(rows, schema=CANDIDATES_SCHEMA)
+
+
+def candidate_requests(policy: Generator, prompts: pl.DataFrame, sampling: Sampling, seed: int) -> list[Request]:
+    return [make_request(policy.identity, messages, sampling, seed) for messages in prompts["messages"].to_list()]
+
+
+def judge_jobs(
+    judge: Generator, template: JudgeTemplate, prompts: pl.DataFrame, candidates: pl.DataFrame, sampling: Sampling, seed: int
+) -> list[tuple[str, str, Request]]:
+    """(candidate_id, prompt_id, request) for every candidate: the judge prompt quotes the question and the response."""
+    with_prompt = candidates.join(prompts.select("prompt_id", "prompt"), on="prompt_id")
+    return [
+        (candidate_id, prompt_id, make_request(judge.identity, [{"role": "user", "content": template.render(prompt, response)}], sampling, seed))
+        for candidate_id, prompt_id, prompt, response in with_prompt.select("candidate_id", "prompt_id", "prompt", "response").iter_rows()
+    ]
 
 
 def _candidate_row(prompt_id: str, index: int, key: str, completion: Completion) -> dict:
@@ -173,11 +187,7 @@ def judge_candidates(
     store: Store,
     batch_size: int,
 ) -> pl.DataFrame:
-    with_prompt = candidates.join(prompts.select("prompt_id", "prompt"), on="prompt_id")
-    jobs = [
-        (candidate_id, prompt_id, make_request(judge.identity, [{"role": "user", "content": template.render(prompt, response)}], sampling, seed))
-        for candidate_id, prompt_id, prompt, response in with_prompt.select("candidate_id", "prompt_id", "prompt", "response").iter_rows()
-    ]
+    jobs = judge_jobs(judge, template, prompts, candidates, sampling, seed)
     answers = run_requests(judge, [job[2] for job in jobs], store.generation_cache(judge.identity), batch_size, "judgments")
     rows = []
     for candidate_id, prompt_id, request in jobs:

@@ -13,6 +13,10 @@ def _pct(rate) -> str:
     return "-" if rate is None else f"{100 * rate:.1f}%"
 
 
+def _value(number) -> str:
+    return "-" if number is None else str(number)
+
+
 def _models(manifest: dict) -> str:
     # a local folder is shown by its name; the manifest keeps the full path
     names = []
@@ -86,8 +90,8 @@ def version_view(version: Version, damaged: list[str]) -> Group:
     rates.add_row("pairs / prompts", _pct(stats["pair_rate"]))
     rates.add_row("ties / prompts", _pct(stats["tie_rate"]))
     rates.add_row("unparsed judgments", _pct(stats["parse_failure_rate"]))
-    rates.add_row("mean tokens", ", ".join(f"{k} {v}" for k, v in stats["mean_tokens"].items()))
-    rates.add_row("mean score", ", ".join(f"{k} {v}" for k, v in stats["mean_score"].items()))
+    rates.add_row("mean tokens", ", ".join(f"{k} {_value(v)}" for k, v in stats["mean_tokens"].items()))
+    rates.add_row("mean score", ", ".join(f"{k} {_value(v)}" for k, v in stats["mean_score"].items()))
 
     parts = [Panel(summary, title="manifest", title_align="left"), counts, drops, rates, score_histogram(stats["score_histogram"])]
     if stats["parse_failure_rate"] and stats["parse_failure_rate"] > 0.5:
