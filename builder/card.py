@@ -16,10 +16,11 @@ def size_category(rows: int) -> str:
 
 
 def render_pairs_card(manifest: dict, tables: dict[str, pl.DataFrame]) -> str:
+    # `datasets` cannot load a parquet file without rows, so an empty table is uploaded but gets no config
     configs = [
         {"config_name": name, "data_files": f"{name}.parquet", **({"default": True} if name == "pairs" else {})}
         for name in TABLES
-        if name in tables
+        if name in tables and tables[name].height
     ]
     card_data = DatasetCardData(
         pretty_name=f"Self-rewarding preference pairs {manifest['id']}",
@@ -29,6 +30,8 @@ def render_pairs_card(manifest: dict, tables: dict[str, pl.DataFrame]) -> str:
         tags=["self-rewarding", "dpo", "preference", "llm-as-a-judge", "synthetic"],
         configs=configs,
     )
+    from evaluators.health import warnings_for
+
     template = resources.files("cards").joinpath("dataset_card.md").read_text(encoding="utf-8")
     sampling = manifest["sampling"]
     card = DatasetCard.from_template(
@@ -48,6 +51,8 @@ def render_pairs_card(manifest: dict, tables: dict[str, pl.DataFrame]) -> str:
         n_judge_samples=sampling["judgments"]["n"],
         counts=manifest["counts"],
         stats=manifest["stats"],
+        health=manifest.get("health"),
+        warnings=warnings_for(manifest["health"]) if "health" in manifest else [],
         pct=lambda rate: "n/a" if rate is None else f"{100 * rate:.1f}%",
         value=lambda number: "n/a" if number is None else number,
     )

@@ -109,7 +109,16 @@ def show_command(version, store):
 
     store = _store(store)
     found = store.load(version)
+    if found.manifest.get("kind") in ("h2h", "rm"):
+        from evaluators.views import evaluation_view
+
+        stdout().print(evaluation_view(found, store.verify(found)))
+        return
+    from evaluators.health import version_health
+    from evaluators.views import health_view
+
     stdout().print(version_view(found, store.verify(found)))
+    stdout().print(health_view(version_health(found), with_histogram=False))
 
 
 @cli.command("verify")
@@ -128,13 +137,14 @@ def verify_command(version, store):
 @cli.command("query")
 @click.argument("sql")
 @click.option("--format", "output", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--attach", multiple=True, help="Also query this version: a version folder, or a pushed one as user/name[@tag] (read with DuckDB's hf:// paths); repeatable")
 @store_option
-def query_command(sql, output, store):
+def query_command(sql, output, attach, store):
     """Run DuckDB SQL over every version: views prompts, candidates, judgments, pairs, dropped, versions."""
     from builder.query import run_query
     from builder.show import frame_table, stdout
 
-    frame = run_query(_store(store), sql)
+    frame = run_query(_store(store), sql, attach)
     if output == "csv":
         sys.stdout.write(frame.write_csv())
     elif output == "json":
@@ -142,6 +152,60 @@ def query_command(sql, output, store):
             sys.stdout.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
     else:
         stdout().print(frame_table(frame))
+
+
+@cli.command("diff")
+@click.argument("a")
+@click.argument("b")
+@click.option("--format", "output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@store_option
+def diff_command(a, b, output, store):
+    """How scores, ties, lengths and judge health moved from pairs version A to pairs version B."""
+    from builder.diff import diff_versions, diff_view
+    from builder.show import stdout
+
+    store = _store(store)
+    diff = diff_versions(store.load(a), store.load(b))
+    if output == "json":
+        click.echo(json.dumps(diff.to_json(), indent=2))
+    else:
+        stdout().print(diff_view(diff))
+
+
+@cli.command("push")
+@click.argument("version")
+@click.option("--repo", required=True, help="Hub dataset repo, user/name (created if missing)")
+@click.option("--private", is_flag=True, help="Create the repo private")
+@click.option("--branch", default=None, help="Commit to this branch (created if missing) [default: main]")
+@store_option
+def push_command(version, repo, private, branch, store):
+    """Upload a version to the Hub as one commit tagged with its id (token: `hf auth login` or HF_TOKEN)."""
+    from builder.hub import push_version
+
+    pushed = push_version(_store(store), version, repo, private, branch)
+    if pushed.already_pushed:
+        console.print(f"already pushed: {repo} has tag {pushed.tag}")
+    else:
+        console.print(f"[bold green]pushed {pushed.tag}[/] to {repo}: {pushed.commit_url}")
+    click.echo(f"{repo}@{pushed.tag}")
+
+
+@cli.command("pull")
+@click.argument("ref", metavar="USER/NAME[@TAG]")
+@store_option
+def pull_command(ref, store):
+    """Download a pushed version into the store, checking every file against the manifest's sha256."""
+    from builder.hub import parse_hub_ref, pull_version
+
+    version, installed = pull_version(parse_hub_ref(ref), _store(store))
+    console.print(f"{'installed' if installed else 'already in the store:'} {version.id} ({version.folder}), checksums ok")
+    click.echo(version.id)
+
+
+from evaluators.cli import eval_group, health_command  # noqa: E402  (the evaluators' commands, in their own file)
+
+cli.add_command(eval_group)
+cli.add_command(health_command)
 
 
 def main():

@@ -20,6 +20,7 @@ from builder.prompts import load_prompts
 from builder.records import Completion, Request, Sampling, make_request, stable_hash
 from builder.stats import pairs_stats
 from builder.store import Store, Version, version_id
+from evaluators.health import pairs_health
 
 CANDIDATES_SCHEMA = {
     "candidate_id": pl.String,
@@ -134,6 +135,7 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
         "input": {**source.to_json(), "limit": config.limit, "prompts_fingerprint": identity["input"]},
         "identity": identity,
         "stats": pairs_stats(tables),
+        "health": pairs_health(tables),
         "timing_s": {"candidates": round(candidates_s, 2), "judgments": round(judgments_s, 2)},
     }
     return store.write_version(vid, tables, manifest, render_pairs_card), True

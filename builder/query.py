@@ -1,7 +1,12 @@
 """DuckDB over the whole store: one view per table, the union of every version's rows with a `version`
-column, plus a `versions` view of the manifests."""
+column, plus a `versions` view of the manifests.
+
+Versions kept elsewhere can join them (`--attach`): another version folder, or a version pushed to the Hub,
+which DuckDB reads itself through its `hf://datasets/user/name@tag/...` paths."""
 
 import json
+from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 import polars as pl
@@ -11,25 +16,82 @@ from builder.errors import BuilderError
 from builder.store import Store
 
 
-def connect(store: Store) -> duckdb.DuckDBPyConnection:
-    versions = store.versions()
-    if not versions:
-        raise BuilderError(f"store {store.root} has no versions yet")
+@dataclass(frozen=True)
+class LocatedVersion:
+    """A version's manifest and the folder or URL its files are read from."""
+
+    id: str
+    manifest: dict
+    location: str
+
+    def has(self, name: str) -> bool:
+        return name in self.manifest.get("files", {})
+
+    def file(self, name: str) -> str:
+        return f"{self.location}/{name}"
+
+
+def connect(store: Store, attach: tuple[str, ...] = ()) -> duckdb.DuckDBPyConnection:
     connection = duckdb.connect()
+    located = [LocatedVersion(v.id, v.manifest, str(v.folder)) for v in store.versions()]
+    for location in attach:
+        version = attached_version(connection, location)
+        if version.id in {v.id for v in located}:
+            raise BuilderError(f"{version.id} from {location} is already in the query (store {store.root} or an earlier --attach)")
+        located.append(version)
+    if not located:
+        raise BuilderError(f"store {store.root} has no versions yet")
     for table in TABLES:
-        files = [str(v.folder / f"{table}.parquet") for v in versions if (v.folder / f"{table}.parquet").exists()]
-        if files:
-            listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-            connection.execute(
-                f"CREATE VIEW {table} AS SELECT parse_dirpath(filename).split('/')[-1] AS version, * EXCLUDE (filename) "
-                f"FROM read_parquet([{listed}], filename = true, union_by_name = true)"
-            )
-    connection.register("versions_frame", versions_frame(versions))
+        parts = [
+            f"SELECT {sql_string(v.id)} AS version, * FROM read_parquet({sql_string(v.file(f'{table}.parquet'))})"
+            for v in located
+            if v.has(f"{table}.parquet")
+        ]
+        if parts:
+            connection.execute(f"CREATE VIEW {table} AS " + " UNION ALL BY NAME ".join(parts))
+    connection.register("versions_frame", versions_frame(located))
     connection.execute("CREATE VIEW versions AS SELECT * FROM versions_frame")
     return connection
 
 
-def versions_frame(versions) -> pl.DataFrame:
+def attached_version(connection: duckdb.DuckDBPyConnection, location: str) -> LocatedVersion:
+    """A version folder, or a Hub dataset `user/name[@tag]` read through DuckDB's hf:// paths."""
+    from builder.hub import parse_hub_ref
+
+    if Path(location).is_dir():
+        base = str(Path(location).resolve())
+    elif "/" in location:
+        base = parse_hub_ref(location).duckdb_url
+        use_hub_token(connection)
+    else:
+        raise BuilderError(f"cannot attach {location!r}: not a version folder, nor a Hub dataset user/name[@tag]")
+    try:
+        found = connection.execute("SELECT content FROM read_text(?)", [f"{base}/manifest.json"]).fetchall()
+        manifest = json.loads(found[0][0]) if found else None
+    except (duckdb.Error, ValueError) as error:
+        raise BuilderError(f"cannot read {base}/manifest.json: {str(error).splitlines()[0]}") from None
+    if not isinstance(manifest, dict) or "id" not in manifest:
+        raise BuilderError(f"{location} is not a dataset version: no manifest.json with an id")
+    return LocatedVersion(manifest["id"], manifest, base)
+
+
+def use_hub_token(connection: duckdb.DuckDBPyConnection) -> None:
+    """Private repos need the token; a DuckDB secret created this way lives in memory only."""
+    from huggingface_hub import get_token
+
+    token = get_token()
+    if token:
+        try:
+            connection.execute(f"CREATE OR REPLACE SECRET hub (TYPE huggingface, TOKEN {sql_string(token)})")
+        except duckdb.Error as error:
+            raise BuilderError(f"cannot give DuckDB the Hub token: {str(error).splitlines()[0]}") from None
+
+
+def sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def versions_frame(versions: list[LocatedVersion]) -> pl.DataFrame:
     rows = [
         {
             "version": v.id,
@@ -39,6 +101,7 @@ def versions_frame(versions) -> pl.DataFrame:
             "policy": v.manifest.get("policy", {}).get("model", {}).get("spec"),
             "judge": v.manifest.get("judge", {}).get("model", {}).get("spec"),
             "seed": v.manifest.get("seed"),
+            "location": v.location,
             "manifest": json.dumps(v.manifest),
         }
         for v in versions
@@ -46,8 +109,8 @@ def versions_frame(versions) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-def run_query(store: Store, sql: str) -> pl.DataFrame:
-    connection = connect(store)
+def run_query(store: Store, sql: str, attach: tuple[str, ...] = ()) -> pl.DataFrame:
+    connection = connect(store, attach)
     try:
         return connection.sql(sql).pl()
     except duckdb.Error as error:

@@ -71,8 +71,11 @@ class Store:
     def exists(self, version_id: str) -> bool:
         return (self.root / version_id / "manifest.json").exists()
 
-    def write_version(self, version_id: str, tables: dict[str, pl.DataFrame], manifest: dict, render_card) -> Version:
-        """Write tables, then the card (which may read the manifest so far), then the manifest; publish by rename."""
+    def write_version(
+        self, version_id: str, tables: dict[str, pl.DataFrame], manifest: dict, render_card, extra_files: dict[str, bytes] | None = None
+    ) -> Version:
+        """Write tables and any other files (plots), then the card (which may read the manifest so far), then the
+        manifest; publish by rename."""
         final = self.root / version_id
         partial = self.root / f".partial-{version_id}-{os.getpid()}"
         shutil.rmtree(partial, ignore_errors=True)
@@ -82,6 +85,8 @@ class Store:
             path = partial / f"{name}.parquet"
             table.write_parquet(path)
             files[path.name] = {"rows": table.height}
+        for name, content in (extra_files or {}).items():
+            (partial / name).write_bytes(content)
         manifest = {**manifest, "id": version_id, "created_at": now(), "code_version": code_version()}
         manifest["counts"] = {name: table.height for name, table in tables.items()} | manifest.get("counts", {})
         (partial / "README.md").write_text(render_card(manifest, tables), encoding="utf-8")
@@ -92,6 +97,20 @@ class Store:
         (partial / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
         for path in partial.iterdir():
             path.chmod(0o444)
+        partial.rename(final)
+        return Version(version_id, final, manifest)
+
+    def add_copy(self, source: Path, manifest: dict) -> Version:
+        """Install a finished version from another folder (a download): the files its manifest lists and the
+        manifest, copied into a hidden folder, made read-only and published by rename like a version built here."""
+        version_id = manifest["id"]
+        final = self.root / version_id
+        partial = self.root / f".partial-{version_id}-{os.getpid()}"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        for name in [*manifest["files"], "manifest.json"]:
+            shutil.copyfile(source / name, partial / name)
+            (partial / name).chmod(0o444)
         partial.rename(final)
         return Version(version_id, final, manifest)
 

@@ -1,0 +1,88 @@
+"""Cards of evaluation versions, rendered from the templates in cards/ with huggingface_hub's card classes."""
+
+from importlib import resources
+
+import polars as pl
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from builder.card import size_category
+
+
+def pct(rate) -> str:
+    return "n/a" if rate is None else f"{100 * rate:.1f}%"
+
+
+def num(value) -> str:
+    return "n/a" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def ci(match: dict, outcome: str) -> str:
+    if match[f"{outcome}_rate"] is None:
+        return "n/a"
+    return f"{pct(match[f'{outcome}_rate'])} [{100 * match[f'{outcome}_low']:.0f}–{100 * match[f'{outcome}_high']:.0f}]"
+
+
+def sampling_text(s: dict) -> str:
+    return "greedy" if s["temperature"] == 0 else f"temperature {s['temperature']}, top-p {s['top_p']}" + f", max {s['max_new_tokens']} tokens"
+
+
+def _render(template: str, card_data: DatasetCardData, manifest: dict, **values) -> str:
+    text = resources.files("cards").joinpath(template).read_text(encoding="utf-8")
+    card = DatasetCard.from_template(
+        card_data,
+        template_str=text,
+        id=manifest["id"],
+        judge=manifest["judge"]["model"]["spec"],
+        judge_sampling=sampling_text(manifest["judge"]["sampling"]),
+        template_name=manifest["judge_template"]["name"],
+        template_sha=manifest["judge_template"]["sha256"],
+        seed=manifest["seed"],
+        created_at=manifest["created_at"],
+        code=manifest["code_version"]["git"] or manifest["code_version"]["package"],
+        plots=manifest.get("plots", []),
+        pct=pct,
+        num=num,
+        **values,
+    )
+    return str(card)
+
+
+def _configs(tables: dict, default: str) -> list[dict]:
+    return [{"config_name": n, "data_files": f"{n}.parquet", **({"default": True} if n == default else {})} for n in tables]
+
+
+def render_h2h_card(manifest: dict, tables: dict[str, pl.DataFrame]) -> str:
+    from evaluators.health import h2h_warnings
+
+    card_data = DatasetCardData(
+        pretty_name=f"Head-to-head verdicts {manifest['id']}",
+        license="other",
+        task_categories=["text-generation"],
+        size_categories=size_category(tables["verdicts"].height),
+        tags=["self-rewarding", "llm-as-a-judge", "pairwise", "evaluation"],
+        configs=_configs(tables, "verdicts"),
+    )
+    matches = manifest["stats"]["matches"]
+    return _render(
+        "h2h_card.md", card_data, manifest,
+        prompt_source=manifest["input"]["spec"], contestants=manifest["contestants"], matches=matches, ci=ci,
+        warnings=h2h_warnings(matches),
+    )
+
+
+def render_rm_card(manifest: dict, tables: dict[str, pl.DataFrame]) -> str:
+    from evaluators.health import warnings_for
+
+    card_data = DatasetCardData(
+        pretty_name=f"Reward-model metrics {manifest['id']}",
+        license="other",
+        task_categories=["text-generation"],
+        size_categories=size_category(tables["candidates"].height),
+        tags=["self-rewarding", "llm-as-a-judge", "reward-model", "evaluation"],
+        configs=_configs(tables, "groups"),
+    )
+    return _render(
+        "rm_card.md", card_data, manifest,
+        source=manifest["input"]["spec"], n_judge_samples=manifest["judge"]["sampling"]["n"],
+        stats=manifest["stats"], health=manifest["health"], warnings=warnings_for(manifest["health"]),
+    )

@@ -1,0 +1,226 @@
+"""Head-to-head: answers of A and B to the same prompts, each pair judged in both orders, one verdict dataset.
+
+Several matches go into one version (A1 vs B1, A2 vs B2 …, or every A vs one baseline B), so that a run
+over the iterations of a loop gives one table and one plot.
+"""
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import polars as pl
+
+from builder.cache import run_requests
+from builder.errors import BuilderError
+from builder.generators import Generator, load_generator
+from builder.models import ModelRef, resolve_model
+from builder.prompts import load_prompts
+from builder.records import Sampling, make_request, stable_hash
+from builder.store import Store, Version, version_id
+from evaluators.answers import Contestant, aligned, generate_answers, labelled, read_answers, resolve_contestant
+from evaluators.card import render_h2h_card
+from evaluators.metrics import length_controlled_win_rate, shares_with_ci
+from evaluators.pairwise import PairwiseTemplate, load_pairwise_template, outcome, parse_verdict, position_flip, winner
+from evaluators.plots import outcome_bars
+
+VERDICT_COLUMNS = ("verdict", "parse_error", "winner", "raw", "request_key")
+
+
+@dataclass(frozen=True)
+class HeadToHeadConfig:
+    a: tuple[str, ...]
+    b: tuple[str, ...]
+    judge: str | None = None  # None: the embedded default
+    prompts: str | None = None
+    limit: int | None = None
+    a_temperature: float = 0.7
+    b_temperature: float = 0.7
+    top_p: float = 0.9
+    max_new_tokens: int = 256
+    judge_temperature: float = 0.0  # greedy: the same pair gets the same verdict
+    judge_top_p: float = 1.0
+    judge_max_new_tokens: int = 256
+    judge_template: str | None = None
+    seed: int = 0
+    backend: str = "transformers"
+    batch_size: int = 16
+    dtype: str = "bfloat16"
+
+    def validate(self) -> None:
+        if not self.a or not self.b:
+            raise BuilderError("head-to-head needs --a and --b")
+        if len(self.b) != 1 and len(self.a) != len(self.b):
+            raise BuilderError(f"give one --b (a baseline for every --a) or as many --b as --a (got {len(self.a)} and {len(self.b)})")
+        for name in ("max_new_tokens", "judge_max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise BuilderError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.limit is not None and self.limit < 1:
+            raise BuilderError("--limit must be at least 1")
+        for name in ("a_temperature", "b_temperature", "judge_temperature"):
+            if getattr(self, name) < 0:
+                raise BuilderError(f"--{name.replace('_', '-')} must not be negative")
+        for name in ("top_p", "judge_top_p"):
+            if not 0 < getattr(self, name) <= 1:
+                raise BuilderError(f"--{name.replace('_', '-')} must be in (0, 1]")
+
+
+def head_to_head(config: HeadToHeadConfig, store: Store) -> tuple[Version, bool]:
+    config.validate()
+    sampling = lambda temperature: Sampling(1, temperature, config.top_p, config.max_new_tokens)  # noqa: E731
+    a_side = [resolve_contestant(spec, sampling(config.a_temperature), store) for spec in config.a]
+    b_side = [resolve_contestant(spec, sampling(config.b_temperature), store) for spec in config.b]
+    contestants = labelled(list({c: None for c in a_side + b_side}))
+    by_key = {(c.spec, c.sampling): c for c in contestants}
+    a_side, b_side = [by_key[c.spec, c.sampling] for c in a_side], [by_key[c.spec, c.sampling] for c in b_side]
+    matches = list(zip(a_side, b_side * len(a_side) if len(b_side) == 1 else b_side))
+    for a, b in matches:
+        if a == b:
+            raise BuilderError(f"{a.label} cannot play itself")
+
+    answer_files = {c: read_answers(c, store) for c in contestants if c.kind != "model"}
+    if config.prompts is None and answer_files and len(answer_files) == len(contestants):
+        reference, (prompts, _) = next(iter(answer_files.items()))
+        prompts, source_spec, source_fingerprint = prompts.head(config.limit) if config.limit else prompts, reference.spec, reference.fingerprint
+    else:
+        prompts, _, source = load_prompts(config.prompts, store, config.limit)
+        source_spec, source_fingerprint = source.spec, source.fingerprint
+    for c, (_, answers) in answer_files.items():
+        aligned(answers, prompts, c, source_spec)  # fail before any model is loaded
+
+    template = load_pairwise_template(config.judge_template)
+    judge_ref = resolve_model(config.judge, store.root)
+    judge_sampling = Sampling(1, config.judge_temperature, config.judge_top_p, config.judge_max_new_tokens)
+    engine = {"backend": config.backend, "dtype": config.dtype, "batch_size": config.batch_size}
+    identity = {
+        "input": stable_hash(prompts["prompt_id"].to_list()),
+        "contestants": [c.to_json() for c in contestants],
+        "matches": [[a.label, b.label] for a, b in matches],
+        "judge": judge_ref.fingerprint,
+        "judge_sampling": asdict(judge_sampling),
+        "judge_template": template.sha256,
+        "engine": engine,
+        "seed": config.seed,
+    }
+    vid = version_id("h2h", identity)
+    if store.exists(vid):
+        return store.load(vid), False
+
+    started = time.perf_counter()
+    generators: dict[ModelRef, Generator] = {}
+    load = lambda ref: generators.setdefault(ref, load_generator(ref, config.backend, dtype=config.dtype, batch_size=config.batch_size))  # noqa: E731
+    answers = {}
+    for c in contestants:
+        found = answer_files[c][1] if c in answer_files else generate_answers(load(c.model), c, prompts, config.seed, store, config.batch_size)
+        answers[c] = aligned(found, prompts, c, source_spec)
+    answers_s = time.perf_counter() - started
+
+    pairs = pl.concat([match_rows(a, b, prompts, answers[a], answers[b]) for a, b in matches])
+    judge = load(judge_ref)
+    verdicts = judge_pairs(judge, template, pairs, judge_sampling, config.seed, store, config.batch_size)
+    judging_s = time.perf_counter() - started - answers_s
+
+    summary = summarise(verdicts, [f"{a.label} vs {b.label}" for a, b in matches])
+    tables = {
+        "prompts": prompts,
+        "answers": pl.concat([answers[c].select(pl.lit(c.label).alias("contestant"), pl.all()) for c in contestants]),
+        "verdicts": verdicts,
+        "summary": summary,
+    }
+    manifest = {
+        "kind": "h2h",
+        "parent": None,
+        "contestants": [c.to_json() | ({"model": c.model.to_json()} if c.model else {}) for c in contestants],
+        "matches": identity["matches"],
+        "judge": {"model": judge_ref.to_json(), "engine": judge.identity, "sampling": asdict(judge_sampling)},
+        "judge_template": template.to_json(),
+        "seed": config.seed,
+        "input": {"spec": source_spec, "fingerprint": source_fingerprint, "limit": config.limit, "prompts_fingerprint": identity["input"]},
+        "identity": identity,
+        "stats": {"matches": summary.to_dicts()},
+        "timing_s": {"answers": round(answers_s, 2), "judgments": round(judging_s, 2)},
+    }
+    plot = outcome_bars(manifest["stats"]["matches"])
+    files = {"outcomes.png": plot} if plot else {}
+    manifest["plots"] = sorted(files)
+    return store.write_version(vid, tables, manifest, render_h2h_card, extra_files=files), True
+
+
+def match_rows(a: Contestant, b: Contestant, prompts: pl.DataFrame, answers_a: pl.DataFrame, answers_b: pl.DataFrame) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "match": f"{a.label} vs {b.label}",
+            "a": a.label,
+            "b": b.label,
+            "prompt_id": prompts["prompt_id"],
+            "prompt": prompts["prompt"],
+            "answer_a": answers_a["response"],
+            "answer_b": answers_b["response"],
+            "len_a": answers_a["n_chars"],
+            "len_b": answers_b["n_chars"],
+        }
+    )
+
+
+def judge_pairs(judge: Generator, template: PairwiseTemplate, pairs: pl.DataFrame, sampling: Sampling, seed: int, store: Store, batch_size: int) -> pl.DataFrame:
+    """Both orders of every pair, through the judge's generation cache; then the per-order and final verdicts."""
+    rows = pairs.select("prompt", "answer_a", "answer_b").rows()
+    request = lambda text: make_request(judge.identity, [{"role": "user", "content": text}], sampling, seed)  # noqa: E731
+    ab = [request(template.render(prompt, a, b)) for prompt, a, b in rows]
+    ba = [request(template.render(prompt, b, a)) for prompt, a, b in rows]
+    done = run_requests(judge, ab + ba, store.generation_cache(judge.identity), batch_size, "judgments")
+    columns = {}
+    for order, requests, a_first in (("ab", ab, True), ("ba", ba, False)):
+        completions = [done[r.key][0] for r in requests]
+        parsed = [parse_verdict(c) for c in completions]
+        columns |= {
+            f"raw_{order}": [c.text for c in completions],
+            f"verdict_{order}": [v.preferred for v in parsed],
+            f"parse_error_{order}": [v.parse_error for v in parsed],
+            f"winner_{order}": [winner(v.preferred, a_first) for v in parsed],
+            f"request_key_{order}": [r.key for r in requests],
+        }
+    judged = pairs.with_columns(pl.DataFrame(columns, schema={f"{c}_{o}": pl.String for o in ("ab", "ba") for c in VERDICT_COLUMNS}))
+    return judged.with_columns(outcome().alias("outcome"), position_flip().alias("position_flip"))
+
+
+def summarise(verdicts: pl.DataFrame, matches: list[str]) -> pl.DataFrame:
+    return pl.DataFrame([match_summary(verdicts.filter(pl.col("match") == m), m) for m in matches])
+
+
+def match_summary(verdicts: pl.DataFrame, match: str) -> dict:
+    counts = dict(verdicts.group_by("outcome").len().iter_rows())
+    shares = shares_with_ci(counts)
+    decided = verdicts.filter(pl.col("outcome") != "unparsed")
+    preference = preference_values(decided["outcome"])
+    lc = length_controlled_win_rate((decided["len_a"] - decided["len_b"]).to_numpy(), preference)
+    per_order = pl.concat([verdicts["verdict_ab"], verdicts["verdict_ba"]])
+    first_or_second = per_order.filter(per_order.is_in(["1", "2"]))
+    decisive = decided.filter(pl.col("outcome") != "tie")
+    longer_won = (decisive["outcome"] == "win") == (decisive["len_a"] > decisive["len_b"])
+    return {
+        "match": match,
+        "a": verdicts["a"][0],
+        "b": verdicts["b"][0],
+        "prompts": verdicts.height,
+        "decided": decided.height,
+        "unparsed": counts.get("unparsed", 0),
+        "unparsed_judgments": per_order.null_count(),
+        **{f"{k}_{part}": shares[k][key] for k in ("win", "tie", "loss") for part, key in (("rate", "share"), ("low", "low"), ("high", "high"))},
+        "win_rate_ties_half": float(preference.mean()) if preference.size else None,
+        "lc_win_rate": lc["win_rate"],
+        "lc_intercept": lc["intercept"],
+        "lc_slope": lc["slope"],
+        "lc_scale_chars": lc["scale"],
+        "position_flip_rate": verdicts["position_flip"].mean(),
+        "first_position_win_rate": (first_or_second == "1").mean() if first_or_second.len() else None,
+        "longer_answer_won_rate": longer_won.mean() if decisive.height else None,
+        "mean_chars_a": verdicts["len_a"].mean(),
+        "mean_chars_b": verdicts["len_b"].mean(),
+        "median_chars_a": verdicts["len_a"].median(),
+        "median_chars_b": verdicts["len_b"].median(),
+    }
+
+
+def preference_values(outcomes: pl.Series) -> np.ndarray:
+    """A's preference as a number: a win 1, a tie 0.5, a loss 0."""
+    return outcomes.replace_strict({"win": 1.0, "tie": 0.5, "loss": 0.0}, return_dtype=pl.Float64).to_numpy()

@@ -1,0 +1,155 @@
+"""Reward-model metrics: the model judges every response of each human-ranked group (K samples, averaged,
+with the same additive template and parser as make-pairs) and its ordering is compared with the human one.
+
+Ranked groups: JSONL/JSON/parquet/CSV rows with `prompt` (or `messages`), `responses` (a list of texts) and
+`ranks` (a list of whole numbers, 1 = the human's best; equal numbers are equal ranks).
+"""
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import polars as pl
+
+from builder.aggregate import score_candidates
+from builder.errors import BuilderError
+from builder.generators import load_generator
+from builder.judge import load_template
+from builder.make_pairs import judge_candidates
+from builder.models import resolve_model
+from builder.prompts import DROPPED_SCHEMA, normalise, read_file
+from builder.records import Sampling, file_sha256, stable_hash
+from builder.store import Store, Version, version_id
+from evaluators.card import render_rm_card
+from evaluators.health import scores_health
+from evaluators.metrics import group_metrics, summarise_groups
+from evaluators.plots import score_histogram
+
+
+@dataclass(frozen=True)
+class RewardModelConfig:
+    ranked: str
+    model: str | None = None  # None: the embedded default
+    limit: int | None = None
+    n_judgments: int = 3
+    judge_temperature: float = 0.7
+    judge_top_p: float = 0.9
+    judge_max_new_tokens: int = 256
+    judge_template: str | None = None
+    seed: int = 0
+    backend: str = "transformers"
+    batch_size: int = 16
+    dtype: str = "bfloat16"
+
+    def validate(self) -> None:
+        for name in ("n_judgments", "judge_max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise BuilderError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.limit is not None and self.limit < 1:
+            raise BuilderError("--limit must be at least 1")
+        if self.judge_temperature < 0:
+            raise BuilderError("--judge-temperature must not be negative")
+        if not 0 < self.judge_top_p <= 1:
+            raise BuilderError("--judge-top-p must be in (0, 1]")
+
+
+def load_ranked_groups(spec: str, limit: int | None = None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(prompts, candidates with human ranks, dropped duplicate groups) from a file of ranked groups."""
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise BuilderError(f"ranked groups {spec!r}: no such file")
+    raw = read_file(path)
+    missing = {"responses", "ranks"} - set(raw.columns)
+    if missing:
+        raise BuilderError(f"{spec} needs 'responses' and 'ranks' columns (missing: {', '.join(sorted(missing))})")
+    for row, (responses, ranks) in enumerate(raw.select("responses", "ranks").iter_rows()):
+        if not isinstance(responses, list) or not isinstance(ranks, list) or len(responses) != len(ranks):
+            raise BuilderError(f"{spec} row {row}: 'responses' and 'ranks' must be lists of the same length")
+        if len(responses) < 2:
+            raise BuilderError(f"{spec} row {row}: a ranked group needs at least two responses (got {len(responses)})")
+        if not all(isinstance(r, str) for r in responses) or not all(isinstance(r, int) and r >= 1 for r in ranks):
+            raise BuilderError(f"{spec} row {row}: responses must be texts and ranks whole numbers from 1 (the best)")
+    prompts, dropped = normalise(raw, spec, limit)
+    lists = raw.select("responses", "ranks").with_row_index("source_row").with_columns(pl.col("source_row").cast(pl.Int64))
+    candidates = (
+        prompts.select("prompt_id", "source_row")
+        .join(lists, on="source_row", maintain_order="left")
+        .explode("responses", "ranks")
+        .with_columns(pl.int_range(pl.len()).over("prompt_id").cast(pl.Int32).alias("sample_index"))
+        .select(
+            pl.format("{}-r{}", "prompt_id", "sample_index").alias("candidate_id"),
+            "prompt_id",
+            "sample_index",
+            pl.col("responses").alias("response"),
+            pl.col("ranks").cast(pl.Int32).alias("human_rank"),
+        )
+    )
+    return prompts, candidates, dropped
+
+
+def evaluate_reward_model(config: RewardModelConfig, store: Store) -> tuple[Version, bool]:
+    config.validate()
+    prompts, candidates, dropped_groups = load_ranked_groups(config.ranked, config.limit)
+    template = load_template(config.judge_template)
+    judge_ref = resolve_model(config.model, store.root)
+    sampling = Sampling(config.n_judgments, config.judge_temperature, config.judge_top_p, config.judge_max_new_tokens)
+    engine = {"backend": config.backend, "dtype": config.dtype, "batch_size": config.batch_size}
+    identity = {
+        "input": stable_hash(candidates.select("candidate_id", "response", "human_rank").rows()),
+        "judge": judge_ref.fingerprint,
+        "judge_sampling": asdict(sampling),
+        "judge_template": template.sha256,
+        "engine": engine,
+        "seed": config.seed,
+    }
+    vid = version_id("rm", identity)
+    if store.exists(vid):
+        return store.load(vid), False
+
+    started = time.perf_counter()
+    judge = load_generator(judge_ref, config.backend, dtype=config.dtype, batch_size=config.batch_size)
+    judgments = judge_candidates(judge, template, prompts, candidates, sampling, config.seed, store, config.batch_size)
+    judging_s = time.perf_counter() - started
+    scored = score_candidates(candidates, judgments).sort("candidate_id")
+    groups = group_table(scored)
+    health = scores_health(judgments, scored)
+    tables = {
+        "groups": groups,
+        "candidates": scored,
+        "judgments": judgments.sort("judgment_id"),
+        "prompts": prompts,
+        "dropped": pl.concat([dropped_groups, _unparsed(judgments)]),
+    }
+    manifest = {
+        "kind": "rm",
+        "parent": None,
+        "judge": {"model": judge_ref.to_json(), "engine": judge.identity, "sampling": asdict(sampling)},
+        "judge_template": template.to_json(),
+        "seed": config.seed,
+        "input": {"spec": config.ranked, "fingerprint": "sha256:" + file_sha256(Path(config.ranked).expanduser()), "limit": config.limit},
+        "identity": identity,
+        "stats": summarise_groups(groups.to_dicts()),
+        "health": health,
+        "timing_s": {"judgments": round(judging_s, 2)},
+    }
+    plot = score_histogram(health["score_histogram"], f"{judge_ref.spec} on {Path(config.ranked).name}")
+    files = {"scores.png": plot} if plot else {}
+    manifest["plots"] = sorted(files)
+    return store.write_version(vid, tables, manifest, render_rm_card, extra_files=files), True
+
+
+def group_table(scored: pl.DataFrame) -> pl.DataFrame:
+    """One row per group: its metrics (metrics.group_metrics) from its responses' mean scores and human ranks."""
+    grouped = scored.sort("sample_index").group_by("prompt_id", maintain_order=True).agg("score_mean", "human_rank")
+    rows = [
+        {"prompt_id": prompt_id, "responses": len(ranks), **group_metrics(scores, ranks)}
+        for prompt_id, scores, ranks in grouped.sort("prompt_id").iter_rows()
+    ]
+    return pl.DataFrame(rows, schema_overrides={"spearman": pl.Float64, "kendall_tau": pl.Float64})
+
+
+def _unparsed(judgments: pl.DataFrame) -> pl.DataFrame:
+    return judgments.filter(pl.col("parse_error").is_not_null()).select(
+        pl.lit("judgment").alias("level"), "prompt_id", "candidate_id", "judgment_id",
+        pl.lit("unparsed_judgment").alias("reason"), pl.col("parse_error").alias("detail"),
+    ).cast(DROPPED_SCHEMA)
