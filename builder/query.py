@@ -11,7 +11,6 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from builder.card import TABLES
 from builder.errors import BuilderError
 from builder.store import Store
 
@@ -41,14 +40,18 @@ def connect(store: Store, attach: tuple[str, ...] = ()) -> duckdb.DuckDBPyConnec
         located.append(version)
     if not located:
         raise BuilderError(f"store {store.root} has no versions yet")
-    for table in TABLES:
+    # every table any version has becomes a view, pairs and evaluation versions alike; an attached manifest
+    # comes from elsewhere, so only plain names become SQL identifiers
+    names = {name.removesuffix(".parquet") for v in located for name in v.manifest.get("files", {}) if name.endswith(".parquet")}
+    tables = sorted(name for name in names if name.isidentifier())
+    for table in tables:
         parts = [
             f"SELECT {sql_string(v.id)} AS version, * FROM read_parquet({sql_string(v.file(f'{table}.parquet'))})"
             for v in located
             if v.has(f"{table}.parquet")
         ]
         if parts:
-            connection.execute(f"CREATE VIEW {table} AS " + " UNION ALL BY NAME ".join(parts))
+            connection.execute(f'CREATE VIEW "{table}" AS ' + " UNION ALL BY NAME ".join(parts))
     connection.register("versions_frame", versions_frame(located))
     connection.execute("CREATE VIEW versions AS SELECT * FROM versions_frame")
     return connection

@@ -94,6 +94,8 @@ def test_show_and_health_on_a_verdict_version(h2h):
     numbers = json.loads(health.stdout)
     assert numbers["kind"] == "h2h" and numbers["parse_failure_rate"] == 1.0
     assert numbers["verdict_histogram"] == {"unparsed": 2 * len(PROMPTS)}
+    queried = run_builder("query", "--store", store, "--format", "json", "SELECT version, count(*) AS n FROM verdicts GROUP BY version", check=True)
+    assert json.loads(queried.stdout) == {"version": version, "n": len(PROMPTS)}
 
 
 def test_answers_from_files_in_baseline_mode(tiny_model, files, tmp_path):
