@@ -15,13 +15,18 @@ def size_category(rows: int) -> str:
     return "1M<n<10M"
 
 
-def render_pairs_card(manifest: dict, tables: dict[str, pl.DataFrame]) -> str:
-    # `datasets` cannot load a parquet file without rows, so an empty table is uploaded but gets no config
-    configs = [
-        {"config_name": name, "data_files": f"{name}.parquet", **({"default": True} if name == "pairs" else {})}
-        for name in TABLES
-        if name in tables and tables[name].height
+def table_configs(tables: dict[str, pl.DataFrame], default: str) -> list[dict]:
+    """The card's `configs`: one `load_dataset` config per table, in the order given. `datasets` cannot load
+    a parquet file without rows, so an empty table is still uploaded but gets no config."""
+    return [
+        {"config_name": name, "data_files": f"{name}.parquet", **({"default": True} if name == default else {})}
+        for name, table in tables.items()
+        if table.height
     ]
+
+
+def render_pairs_card(manifest: dict, tables: dict[str, pl.DataFrame]) -> str:
+    configs = table_configs({name: tables[name] for name in TABLES if name in tables}, default="pairs")
     card_data = DatasetCardData(
         pretty_name=f"Self-rewarding preference pairs {manifest['id']}",
         license="other",

@@ -5,7 +5,7 @@ from importlib import resources
 import polars as pl
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from builder.card import size_category
+from builder.card import size_category, table_configs
 
 
 def pct(rate) -> str:
@@ -47,10 +47,6 @@ def _render(template: str, card_data: DatasetCardData, manifest: dict, **values)
     return str(card)
 
 
-def _configs(tables: dict, default: str) -> list[dict]:
-    return [{"config_name": n, "data_files": f"{n}.parquet", **({"default": True} if n == default else {})} for n in tables]
-
-
 def render_h2h_card(manifest: dict, tables: dict[str, pl.DataFrame]) -> str:
     from evaluators.health import h2h_warnings
 
@@ -60,7 +56,7 @@ def render_h2h_card(manifest: dict, tables: dict[str, pl.DataFrame]) -> str:
         task_categories=["text-generation"],
         size_categories=size_category(tables["verdicts"].height),
         tags=["self-rewarding", "llm-as-a-judge", "pairwise", "evaluation"],
-        configs=_configs(tables, "verdicts"),
+        configs=table_configs(tables, "verdicts"),
     )
     matches = manifest["stats"]["matches"]
     return _render(
@@ -79,7 +75,7 @@ def render_rm_card(manifest: dict, tables: dict[str, pl.DataFrame]) -> str:
         task_categories=["text-generation"],
         size_categories=size_category(tables["candidates"].height),
         tags=["self-rewarding", "llm-as-a-judge", "reward-model", "evaluation"],
-        configs=_configs(tables, "groups"),
+        configs=table_configs(tables, "groups"),
     )
     return _render(
         "rm_card.md", card_data, manifest,
