@@ -11,9 +11,8 @@ Rules (the paper's, made explicit):
 
 import polars as pl
 
-from builder.prompts import DROPPED_SCHEMA
+from builder.prompts import DROPPED_SCHEMA, turn
 
-_ASSISTANT = lambda column: pl.concat_list(pl.struct(pl.lit("assistant").alias("role"), pl.col(column).alias("content")))  # noqa: E731
 
 
 def score_candidates(candidates: pl.DataFrame, judgments: pl.DataFrame) -> pl.DataFrame:
@@ -54,8 +53,8 @@ def select_pairs(prompts: pl.DataFrame, scored: pl.DataFrame) -> tuple[pl.DataFr
             pl.format("{}>{}", "chosen_id", "rejected_id").alias("pair_id"),
             "prompt_id",
             pl.col("messages").alias("prompt"),
-            _ASSISTANT("chosen_text").alias("chosen"),
-            _ASSISTANT("rejected_text").alias("rejected"),
+            turn("assistant", "chosen_text").alias("chosen"),
+            turn("assistant", "rejected_text").alias("rejected"),
             "chosen_id",
             "rejected_id",
             "score_chosen",

@@ -91,6 +91,94 @@ def make_pairs_command(store, **options):
     click.echo(version.id)
 
 
+def _generation_options(command):
+    """Model, sampling and engine options shared by every command that generates."""
+    for option in reversed([
+        click.option("--model", "-m", default=None, help="A local folder, a registered name, a Hub id, or the embedded default"),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--backend", type=click.Choice(["transformers"]), default="transformers", show_default=True),
+        click.option("--batch-size", type=int, default=16, show_default=True, help="Requests per generate call"),
+        click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default="bfloat16", show_default=True),
+    ]):
+        command = option(command)
+    return command
+
+
+def _report(version, built: bool) -> None:
+    if built:
+        console.print(f"[bold green]built {version.id}[/] in {version.folder}")
+    else:
+        console.print(f"already built: {version.id} ({version.folder})")
+    stats = version.manifest.get("stats", {})
+    console.print(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in stats.items()))
+    click.echo(version.id)
+
+
+@cli.command("import-oasst")
+@click.argument("path")
+@click.option("--lang", default="en", show_default=True, help="Keep messages in this language ('' for all)")
+@click.option("--limit", type=int, default=None, help="Keep this many first-turn prompts, sampled with --seed")
+@click.option("--seed", type=int, default=0, show_default=True)
+@store_option
+def import_oasst_command(path, lang, limit, seed, store):
+    """Turn oasst1 message trees (JSONL/parquet rows) into a seed version: prompts, IFT, ranked groups."""
+    from builder.seed import import_oasst
+
+    if limit is not None and limit < 1:
+        raise BuilderError("--limit must be at least 1")
+    _report(*import_oasst(path, _store(store), lang or None, limit, seed))
+
+
+@cli.command("make-eft")
+@click.option("--ranked", "-r", default=None, help="Ranked groups: a file (prompt, responses, ranks) or a version [default: the shipped seed set]")
+@click.option("--held-out", type=float, default=0.2, show_default=True, help="Share of groups held out for reward-model evaluation")
+@click.option("--limit", type=int, default=None, help="Use only the first N groups")
+@click.option("--n-judgments", "-k", type=int, default=3, show_default=True)
+@click.option("--judge-temperature", type=float, default=0.7, show_default=True)
+@click.option("--judge-top-p", type=float, default=0.9, show_default=True)
+@click.option("--judge-max-new-tokens", type=int, default=256, show_default=True)
+@click.option("--judge-template", type=click.Path(dir_okay=False), default=None)
+@_generation_options
+@store_option
+def make_eft_command(store, **options):
+    """Judge human-ranked responses; keep the judgments whose ordering agrees with the humans' as EFT data."""
+    from builder.eft import MakeEftConfig, make_eft
+
+    _report(*make_eft(MakeEftConfig(**options), _store(store)))
+
+
+@cli.command("make-prompts")
+@click.option("--seed-prompts", "-s", default=None, help="Seed prompts: a file or a version [default: the shipped IFT prompts]")
+@click.option("--n", type=int, default=1000, show_default=True, help="New prompts to ask for (before filtering)")
+@click.option("--shots", type=int, default=8, show_default=True, help="Seed prompts shown per request")
+@click.option("--temperature", type=float, default=0.8, show_default=True)
+@click.option("--top-p", type=float, default=0.95, show_default=True)
+@click.option("--max-new-tokens", type=int, default=96, show_default=True)
+@click.option("--min-words", type=int, default=3, show_default=True)
+@click.option("--max-chars", type=int, default=600, show_default=True)
+@click.option("--similarity", type=float, default=0.7, show_default=True, help="Near-duplicate threshold (estimated Jaccard of character 5-grams)")
+@_generation_options
+@store_option
+def make_prompts_command(store, **options):
+    """Self-instruct: ask the model for new tasks from random seed prompts; filter and version them."""
+    from builder.self_instruct import MakePromptsConfig, make_prompts
+
+    _report(*make_prompts(MakePromptsConfig(**options), _store(store)))
+
+
+@cli.command("mix-sft")
+@click.option("--ift", default=None, help="IFT data: a file (prompt, response) or a version [default: the shipped seed set]")
+@click.option("--eft", default=None, help="EFT data: a file (prompt, response, judgment) or an EFT version [default: the shipped seed set]")
+@click.option("--judge-template", type=click.Path(dir_okay=False), default=None)
+@click.option("--seed", type=int, default=0, show_default=True, help="Shuffle seed")
+@store_option
+def mix_sft_command(store, **options):
+    """Write the M0 → M1 SFT dataset: IFT and EFT examples in TRL's prompt/completion format."""
+    from builder.sft_mix import MixSftConfig, mix_sft
+
+    _report(*mix_sft(MixSftConfig(**options), _store(store)))
+
+
 @cli.command("ls")
 @store_option
 def ls_command(store):
@@ -109,6 +197,11 @@ def show_command(version, store):
 
     store = _store(store)
     found = store.load(version)
+    if found.manifest.get("kind") in ("seed", "eft", "prompts", "sft"):
+        from builder.show import kind_view
+
+        stdout().print(kind_view(found, store.verify(found)))
+        return
     if found.manifest.get("kind") in ("h2h", "rm"):
         from evaluators.views import evaluation_view
 

@@ -44,6 +44,11 @@ class PromptSource:
         return {"spec": self.spec, "kind": self.kind, "fingerprint": self.fingerprint, "parent_version": self.parent_version}
 
 
+def turn(role: str, column: str) -> pl.Expr:
+    """A one-message conversation, [{role, content}], from a text column."""
+    return pl.concat_list(pl.struct(pl.lit(role).alias("role"), pl.col(column).alias("content")))
+
+
 def sample_prompts_path() -> Path:
     return Path(str(resources.files("builder").joinpath("data", "sample_prompts.jsonl")))
 

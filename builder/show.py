@@ -5,6 +5,7 @@ from rich import box
 from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from builder.store import Store, Version
 
@@ -21,7 +22,7 @@ def _models(manifest: dict) -> str:
     # a local folder is shown by its name; the manifest keeps the full path
     names = []
     for role in ("policy", "judge"):
-        spec = manifest.get(role, {}).get("model", {}).get("spec", "-")
+        spec = manifest.get(role, {}).get("model", manifest.get("model", {})).get("spec", "-")
         names.append(spec.rstrip("/").rsplit("/", 1)[-1] if spec.startswith(("/", ".")) else spec)
     return names[0] if names[0] == names[1] else " / ".join(names)
 
@@ -120,7 +121,7 @@ def frame_table(frame: pl.DataFrame, max_width: int = 60) -> Table:
     for name in frame.columns:
         table.add_column(name, overflow="fold", max_width=max_width)
     for row in frame.iter_rows():
-        table.add_row(*("" if value is None else str(value) for value in row))
+        table.add_row(*(Text("" if value is None else str(value)) for value in row))  # Text: data is not markup
     return table
 
 
@@ -130,3 +131,33 @@ def _sampling(s: dict) -> str:
 
 def stdout() -> Console:
     return Console()
+
+
+def kind_view(version: Version, damaged: list[str]) -> Group:
+    """Seed, EFT, prompts and SFT versions: where they came from, their tables, and their statistics
+    (agreement rate, filter counts…) as the manifest records them."""
+    m = version.manifest
+    summary = Table.grid(padding=(0, 2))
+    summary.add_column(style="bold")
+    summary.add_column()
+    summary.add_row("version", f"{version.id}  ({m['kind']})")
+    for parent in m.get("parents") or ([m["parent"]] if m.get("parent") else []):
+        summary.add_row("parent", parent)
+    if m.get("model"):
+        summary.add_row("model", f"{m['model']['spec']}  {m['model']['fingerprint'][:23]}")
+    for name, value in m.get("input", {}).items():
+        if value is not None:
+            summary.add_row(f"input {name}", str(value))
+    summary.add_row("created", f"{m['created_at']}  code {m['code_version']['git'] or m['code_version']['package']}")
+    summary.add_row("files", f"{len(m['files'])} files, " + (f"[red]checksum mismatch: {', '.join(damaged)}[/]" if damaged else "checksums ok"))
+    counts = Table(title="rows", title_justify="left")
+    counts.add_column("table")
+    counts.add_column("rows", justify="right")
+    for name, rows in m["counts"].items():
+        counts.add_row(name, str(rows))
+    stats = Table(title="statistics", title_justify="left")
+    stats.add_column("measure")
+    stats.add_column("value", justify="right")
+    for name, value in m.get("stats", {}).items():
+        stats.add_row(name.replace("_", " "), _pct(value) if name.endswith("_rate") else _value(value))
+    return Group(Panel(summary, title="manifest", title_align="left"), counts, stats)

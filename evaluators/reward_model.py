@@ -69,6 +69,8 @@ def load_ranked_groups(spec: str, limit: int | None = None) -> tuple[pl.DataFram
             raise BuilderError(f"{spec} row {row}: a ranked group needs at least two responses (got {len(responses)})")
         if not all(isinstance(r, str) for r in responses) or not all(isinstance(r, int) and r >= 1 for r in ranks):
             raise BuilderError(f"{spec} row {row}: responses must be texts and ranks whole numbers from 1 (the best)")
+        if sorted(set(ranks)) != list(range(1, len(set(ranks)) + 1)):
+            raise BuilderError(f"{spec} row {row}: the ranks {ranks} have gaps (use 1, 2, 3…; equal numbers for equal ranks)")
     prompts, dropped = normalise(raw, spec, limit)
     lists = raw.select("responses", "ranks").with_row_index("source_row").with_columns(pl.col("source_row").cast(pl.Int64))
     candidates = (

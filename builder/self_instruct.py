@@ -1,0 +1,187 @@
+"""`builder make-prompts`: new prompts by few-shot self-instruct, as in the paper.
+
+Request i shows `shots` seed prompts drawn at random (seeded by the run's seed and i) and asks for one new
+task. The answer is parsed (first non-empty line, without a "Task N:" label or quotes) and filtered, in
+this order, each drop with its reason: empty, truncated (cut by the token limit inside its first line), too short, too long,
+copy of a seed (same text once case, spaces and end punctuation are ignored), near copy of a seed, duplicate
+of an earlier generated prompt, near duplicate of an earlier one. "Near" means an estimated Jaccard
+similarity of character 5-gram shingles at or above the threshold (MinHash, builder/near_duplicates.py).
+"""
+
+import random
+import re
+import time
+from dataclasses import asdict, dataclass
+from importlib import resources
+
+import numpy as np
+import polars as pl
+
+from builder.cache import run_requests
+from builder.card import render_kind_card
+from builder.errors import BuilderError
+from builder.generators import load_generator
+from builder.models import resolve_model
+from builder.near_duplicates import best_match, first_similar_earlier, normalise_text, signatures
+from builder.prompts import DROPPED_SCHEMA, PROMPTS_SCHEMA, load_prompts, normalise
+from builder.records import Completion, Sampling, make_request, stable_hash
+from builder.seed import shipped_seed
+from builder.store import Store, Version, version_id
+
+_LABEL = re.compile(r"^\s*(?:\*\*)?(?:new\s+)?task(?:\s*\d+)?\s*[:.)-]\s*(?:\*\*)?\s*", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class MakePromptsConfig:
+    seed_prompts: str | None = None  # None: the prompts of the shipped IFT seed
+    model: str | None = None
+    n: int = 1000
+    shots: int = 8
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_new_tokens: int = 96
+    min_words: int = 3
+    max_chars: int = 600
+    similarity: float = 0.7
+    seed: int = 0
+    backend: str = "transformers"
+    batch_size: int = 16
+    dtype: str = "bfloat16"
+
+    def validate(self) -> None:
+        for name in ("n", "shots", "max_new_tokens", "batch_size", "min_words", "max_chars"):
+            if getattr(self, name) < 1:
+                raise BuilderError(f"--{name.replace('_', '-')} must be at least 1")
+        if not 0 < self.similarity <= 1:
+            raise BuilderError("--similarity must be in (0, 1]")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise BuilderError("--temperature must not be negative and --top-p must be in (0, 1]")
+
+
+def few_shot_message(template: str, examples: list[str]) -> list[dict]:
+    listed = "\n".join(f"Task {i}: {text}" for i, text in enumerate(examples, 1))
+    return [{"role": "user", "content": template.replace("{examples}", listed).replace("{next}", str(len(examples) + 1))}]
+
+
+def parse_new_prompt(completion: Completion) -> tuple[str | None, str | None]:
+    """(prompt, None) or (None, reason)."""
+    lines = [line.strip() for line in completion.text.splitlines() if line.strip()]
+    if completion.finish_reason == "length" and len(lines) < 2:  # cut inside the first line: the task is unfinished
+        return None, "truncated"
+    if not lines:
+        return None, "empty"
+    text = _LABEL.sub("", lines[0]).strip().strip('"“”').strip()
+    return (text, None) if text else (None, "empty")
+
+
+def make_prompts(config: MakePromptsConfig, store: Store) -> tuple[Version, bool]:
+    config.validate()
+    seeds, _, source = load_prompts(config.seed_prompts or str(shipped_seed("ift")), store)
+    template = resources.files("builder").joinpath("templates", "self_instruct.txt").read_text(encoding="utf-8")
+    model_ref = resolve_model(config.model, store.root)
+    sampling = Sampling(1, config.temperature, config.top_p, config.max_new_tokens)
+    filters = {"min_words": config.min_words, "max_chars": config.max_chars, "similarity": config.similarity}
+    identity = {
+        "seeds": stable_hash(seeds["prompt_id"].to_list()), "model": model_ref.fingerprint, "n": config.n, "shots": config.shots,
+        "sampling": asdict(sampling), "template": stable_hash(template), "filters": filters, "seed": config.seed,
+        "engine": {"backend": config.backend, "dtype": config.dtype, "batch_size": config.batch_size},
+    }
+    vid = version_id("prompts", identity)
+    if store.exists(vid):
+        return store.load(vid), False
+
+    started = time.perf_counter()
+    generator = load_generator(model_ref, config.backend, dtype=config.dtype, batch_size=config.batch_size)
+    shots = draw_shots(seeds["prompt_id"].to_list(), config.n, config.shots, config.seed)
+    text_of = dict(zip(seeds["prompt_id"], seeds["prompt"]))
+    requests = [
+        make_request(generator.identity, few_shot_message(template, [text_of[p] for p in shown]), sampling, config.seed * 1_000_003 + i)
+        for i, shown in enumerate(shots)
+    ]
+    answers = run_requests(generator, requests, store.generation_cache(generator.identity), config.batch_size, "prompts")
+    generations = filter_generations(
+        [answers[r.key][0] for r in requests], shots, seeds["prompt"].to_list(), seeds["prompt_id"].to_list(), config
+    ).with_columns(pl.Series("request_key", [r.key for r in requests]))
+    kept = generations.filter(pl.col("reason").is_null())
+    if kept.height:
+        prompts, _ = normalise(kept.select("prompt", pl.col("generation_id").alias("id")), vid, None)
+    else:
+        prompts = pl.DataFrame(schema=PROMPTS_SCHEMA)
+    dropped = generations.filter(pl.col("reason").is_not_null()).select(
+        pl.lit("generation").alias("level"), pl.lit(None, pl.String).alias("prompt_id"), pl.lit(None, pl.String).alias("candidate_id"),
+        pl.lit(None, pl.String).alias("judgment_id"), "reason", pl.format("{}: {}", "generation_id", "detail").alias("detail"),
+    ).cast(DROPPED_SCHEMA)
+    counts = generations.group_by("reason").len().sort("reason", nulls_last=True)
+    manifest = {
+        "kind": "prompts",
+        "parent": source.parent_version,
+        "model": model_ref.to_json(),
+        "engine": generator.identity,
+        "sampling": asdict(sampling),
+        "seed": config.seed,
+        "input": {"seed_prompts": source.spec, "fingerprint": source.fingerprint, "seed_prompt_count": seeds.height},
+        "identity": identity,
+        "self_instruct_template": {"text": template, "sha256": stable_hash(template)},
+        "stats": {
+            "requested": config.n,
+            "kept": kept.height,
+            "keep_rate": round(kept.height / config.n, 4),
+            **{f"dropped_{reason}": n for reason, n in counts.iter_rows() if reason is not None},
+        },
+        "timing_s": {"generation": round(time.perf_counter() - started, 2)},
+    }
+    tables = {"prompts": prompts, "generations": generations, "dropped": dropped}
+    return store.write_version(vid, tables, manifest, render_kind_card), True
+
+
+def draw_shots(seed_ids: list[str], n: int, shots: int, seed: int) -> list[list[str]]:
+    if len(seed_ids) < 2:
+        raise BuilderError("self-instruct needs at least 2 seed prompts")
+    return [random.Random(f"{seed}:{i}").sample(seed_ids, min(shots, len(seed_ids))) for i in range(n)]
+
+
+def filter_generations(completions: list[Completion], shots: list[list[str]], seed_texts: list[str], seed_ids: list[str],
+                       config: MakePromptsConfig) -> pl.DataFrame:
+    """One row per request: the raw generation, the parsed prompt, and why it was dropped (null: kept)."""
+    parsed = [parse_new_prompt(c) for c in completions]
+    rows = [
+        {"generation_id": f"g{i:06d}", "shown_seed_ids": shown, "raw": c.text, "finish_reason": c.finish_reason,
+         "prompt": text, "reason": reason, "detail": reason}
+        for i, (c, shown, (text, reason)) in enumerate(zip(completions, shots, parsed))
+    ]
+    seed_keys = {normalise_text(t): pid for t, pid in zip(seed_texts, seed_ids)}
+    for row in rows:
+        if row["reason"] is None and len(row["prompt"].split()) < config.min_words:
+            row["reason"], row["detail"] = "too_short", f"{len(row['prompt'].split())} words"
+        elif row["reason"] is None and len(row["prompt"]) > config.max_chars:
+            row["reason"], row["detail"] = "too_long", f"{len(row['prompt'])} characters"
+        elif row["reason"] is None and normalise_text(row["prompt"]) in seed_keys:
+            row["reason"], row["detail"] = "copy_of_seed", seed_keys[normalise_text(row["prompt"])]
+    _mark_near(rows, seed_texts, seed_ids, config.similarity)
+    schema = {"generation_id": pl.String, "shown_seed_ids": pl.List(pl.String), "raw": pl.String, "finish_reason": pl.String,
+              "prompt": pl.String, "reason": pl.String, "detail": pl.String}
+    return pl.DataFrame(rows, schema=schema)
+
+
+def _mark_near(rows: list[dict], seed_texts: list[str], seed_ids: list[str], threshold: float) -> None:
+    live = [row for row in rows if row["reason"] is None]
+    sig = signatures([row["prompt"] for row in live])
+    closest, similarity = best_match(sig, signatures(seed_texts))
+    for row, index, value in zip(live, closest, similarity):
+        if value >= threshold:
+            row["reason"], row["detail"] = "near_copy_of_seed", f"{seed_ids[index]} ({value:.2f})"
+    live_keys = [normalise_text(row["prompt"]) if row["reason"] is None else None for row in live]
+    first_seen: dict[str, str] = {}
+    for row, key in zip(live, live_keys):
+        if key is None:
+            continue
+        if key in first_seen:
+            row["reason"], row["detail"] = "duplicate", first_seen[key]
+        else:
+            first_seen[key] = row["generation_id"]
+    still = [(row, s) for row, s in zip(live, sig) if row["reason"] is None]
+    if still:
+        earlier = first_similar_earlier(np.stack([s for _, s in still]), threshold)
+        for (row, _), match in zip(still, earlier):
+            if match is not None:
+                row["reason"], row["detail"] = "near_duplicate", still[match][0]["generation_id"]
