@@ -179,6 +179,78 @@ def mix_sft_command(store, **options):
     _report(*mix_sft(MixSftConfig(**options), _store(store)))
 
 
+@cli.group("train")
+def train_group():
+    """Train a named model on a dataset version with TRL (SFT or DPO), and register it in the store."""
+
+
+def _train_options(lr: float, lr_end: float, micro_batch: int):
+    def decorate(command):
+        for option in reversed([
+            click.option("--base", required=True, help="Model to start from: a folder, a registered name, a Hub id, or the default"),
+            click.option("--data", required=True, help="The dataset version to train on"),
+            click.option("--name", required=True, help="Name to register the result under (M1, M2…)"),
+            click.option("--lr", "learning_rate", type=float, default=lr, show_default=True),
+            click.option("--lr-end", type=float, default=lr_end, show_default=True, help="Learning rate at the last step (linear decay)"),
+            click.option("--batch-size", type=int, default=16, show_default=True, help="Examples per optimizer step"),
+            click.option("--micro-batch-size", type=int, default=micro_batch, show_default=True, help="Examples per forward pass (the rest by gradient accumulation)"),
+            click.option("--epochs", type=float, default=1.0, show_default=True),
+            click.option("--max-steps", type=int, default=-1, show_default=True, help="Stop after this many optimizer steps (-1: the epochs decide)"),
+            click.option("--dropout", type=float, default=0.1, show_default=True),
+            click.option("--max-length", type=int, default=1024, show_default=True),
+            click.option("--save-steps", type=int, default=200, show_default=True, help="Checkpoint every N steps (a killed run resumes from the last)"),
+            click.option("--seed", type=int, default=0, show_default=True),
+        ]):
+            command = option(command)
+        return store_option(command)
+    return decorate
+
+
+def _run_training(store, method: str, **options) -> None:
+    from trainers.train import TrainConfig, train
+
+    folder, trained = train(TrainConfig(method=method, **options), _store(store))
+    lineage = json.loads((folder / "lineage.json").read_text())
+    console.print(("[bold green]trained[/] " if trained else "already trained: ") + f"{lineage['name']} in {folder}")
+    console.print(", ".join(f"{k} {v:.4g}" for k, v in lineage["metrics"].items() if k.startswith(("train_loss", "loss", "rewards/"))))
+    click.echo(lineage["name"])
+
+
+@train_group.command("sft")
+@_train_options(lr=5.5e-6, lr_end=1.1e-6, micro_batch=4)
+def train_sft_command(store, **options):
+    """SFT on a mix-sft version (loss on the assistant turn only)."""
+    _run_training(store, "sft", **options)
+
+
+@train_group.command("dpo")
+@_train_options(lr=1e-6, lr_end=1e-7, micro_batch=2)
+@click.option("--beta", type=float, default=0.1, show_default=True)
+def train_dpo_command(store, **options):
+    """DPO on a make-pairs version; the reference model is the base."""
+    _run_training(store, "dpo", **options)
+
+
+@cli.command("models")
+@store_option
+def models_command(store):
+    """The registered models with their lineage (M0 → M1 → M2…)."""
+    from rich.table import Table
+
+    from builder.show import stdout
+    from trainers.registry import ancestry, registered_models
+
+    models = registered_models(_store(store))
+    by_name = {m["name"]: m for m in models}
+    table = Table(title="models", title_justify="left")
+    for column in ("name", "lineage", "method", "data", "steps", "final metrics"):
+        table.add_column(column, overflow="fold")
+    for m in models:
+        metrics = ", ".join(f"{k} {v:.3g}" for k, v in m["metrics"].items() if k in ("train_loss", "rewards/accuracies", "rewards/margins"))
+        table.add_row(m["name"], " → ".join(ancestry(m, by_name)), m["method"], m["data"]["version"], str(m["steps"]), metrics)
+    stdout().print(table)
+
+
 @cli.command("ls")
 @store_option
 def ls_command(store):

@@ -6,11 +6,12 @@ only where the model's mean scores order its responses exactly as the humans did
     for every two responses the humans ranked differently, the better-ranked one has the strictly higher
     mean score. A model tie, or a response without any parsed score, breaks agreement; two responses the
     humans ranked equal constrain nothing; a group whose responses all share one human rank is dropped
-    (`no_human_order`), since it cannot agree or disagree.
+    (`no_human_order`), since it cannot agree or disagree. A rejected group's reason is
+    `unscored_response` when one of its responses has no parsed score, else `disagrees_with_human_ranking`.
 
 From each kept group, every response gives one EFT example: the judge prompt as the user turn and the one
 parsed judgment whose score is closest to the response's mean (the lowest sample index on a tie) as the
-assistant turn. A deterministic share of the groups is held out first (`--held-out`), never judged here,
+assistant turn, ready for SFT in the `messages` column (the judge prompt exactly as the model saw it). A deterministic share of the groups is held out first (`--held-out`), never judged here,
 and written as the `heldout` table in the ranked format, for `builder eval reward-model`.
 """
 
@@ -24,15 +25,15 @@ from builder.aggregate import score_candidates, unlabelled
 from builder.card import render_kind_card
 from builder.errors import BuilderError
 from builder.generators import load_generator
-from builder.judge import load_template
+from builder.judge import JudgeTemplate, load_template
 from builder.make_pairs import judge_candidates
 from builder.models import resolve_model
-from builder.prompts import DROPPED_SCHEMA
+from builder.prompts import DROPPED_SCHEMA, turn
 from builder.records import Sampling, stable_hash
-from builder.seed import locate_seed
+from builder.seed import load_seed
 from builder.store import Store, Version, version_id
 from evaluators.metrics import group_metrics
-from evaluators.reward_model import load_ranked_groups
+from evaluators.reward_model import ranked_tables
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,8 @@ def held_out_ids(prompt_ids: list[str], fraction: float, seed: int) -> set[str]:
 
 def make_eft(config: MakeEftConfig, store: Store) -> tuple[Version, bool]:
     config.validate()
-    source = locate_seed(config.ranked, "ranked", store)
-    prompts, candidates, dropped_groups = load_ranked_groups(str(source.path), config.limit)
+    raw, source = load_seed(config.ranked, "ranked", store)
+    prompts, candidates, dropped_groups = ranked_tables(raw, source.spec, config.limit)
     heldout = held_out_ids(prompts["prompt_id"].to_list(), config.held_out, config.seed)
     template = load_template(config.judge_template)
     model_ref = resolve_model(config.model, store.root)
@@ -97,7 +98,7 @@ def make_eft(config: MakeEftConfig, store: Store) -> tuple[Version, bool]:
     judging_s = time.perf_counter() - started
     scored = score_candidates(train, judgments).sort("candidate_id")
     groups = agreement(scored)
-    examples = eft_examples(groups, scored, judgments, train_prompts)
+    examples = eft_examples(groups, scored, judgments, train_prompts, template)
     tables = {
         "eft": examples,
         "groups": groups,
@@ -140,7 +141,8 @@ def agreement(scored: pl.DataFrame) -> pl.DataFrame:
     for prompt_id, scores, ranks in grouped.sort("prompt_id").iter_rows():
         metrics = group_metrics(scores, ranks)
         agrees = metrics["exact_match"]
-        reason = None if agrees else "no_human_order" if metrics["pairs"] == 0 else "disagrees_with_human_ranking"
+        reason = (None if agrees else "no_human_order" if metrics["pairs"] == 0
+                  else "unscored_response" if None in scores else "disagrees_with_human_ranking")
         rows.append({"prompt_id": prompt_id, "responses": len(ranks), "ordered_pairs": metrics["pairs"],
                      "pairs_agreeing": metrics["pairs_agreeing"], "agrees": agrees, "reason": reason})
     schema = {"prompt_id": pl.String, "responses": pl.Int64, "ordered_pairs": pl.Int64, "pairs_agreeing": pl.Int64,
@@ -148,10 +150,11 @@ def agreement(scored: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=schema)
 
 
-def eft_examples(groups: pl.DataFrame, scored: pl.DataFrame, judgments: pl.DataFrame, prompts: pl.DataFrame) -> pl.DataFrame:
+def eft_examples(groups: pl.DataFrame, scored: pl.DataFrame, judgments: pl.DataFrame, prompts: pl.DataFrame,
+                 template: JudgeTemplate) -> pl.DataFrame:
     """One example per response of each agreeing group: its parsed judgment closest to the response's mean."""
     kept = groups.filter(pl.col("agrees")).select("prompt_id")
-    return (
+    examples = (
         judgments.filter(pl.col("score").is_not_null())
         .join(kept, on="prompt_id")
         .join(scored.select("candidate_id", "response", "score_mean", "human_rank"), on="candidate_id")
@@ -159,8 +162,12 @@ def eft_examples(groups: pl.DataFrame, scored: pl.DataFrame, judgments: pl.DataF
         .group_by("candidate_id", maintain_order=True)
         .first()
         .join(prompts.select("prompt_id", "prompt"), on="prompt_id")
-        .select("prompt_id", "candidate_id", "judgment_id", "prompt", "response", pl.col("raw").alias("judgment"), "score", "human_rank")
         .sort("candidate_id")
+    )
+    judge_prompts = pl.Series("judge_prompt", [template.render(p, r) for p, r in examples.select("prompt", "response").iter_rows()], pl.String)
+    return examples.with_columns(judge_prompts).select(
+        "prompt_id", "candidate_id", "judgment_id", "prompt", "response", pl.col("raw").alias("judgment"), "score", "human_rank",
+        pl.concat_list(turn("user", "judge_prompt"), turn("assistant", "raw")).alias("messages"),
     )
 
 

@@ -5,12 +5,19 @@ import hashlib
 import re
 
 import numpy as np
+import polars as pl
 
 _SPACES = re.compile(r"\s+")
 
 
 def normalise_text(text: str) -> str:
+    """Case, runs of whitespace and end punctuation ignored: what makes two prompts the same prompt."""
     return _SPACES.sub(" ", text.lower()).strip(" .!?")
+
+
+def normalised(column: pl.Expr) -> pl.Expr:
+    """normalise_text as a polars expression."""
+    return column.str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars(" .!?")
 
 
 def shingles(text: str, size: int = 5) -> np.ndarray:
@@ -39,15 +46,21 @@ def similarity(rows: np.ndarray, others: np.ndarray) -> np.ndarray:
     return (rows[:, None, :] == others[None, :, :]).mean(axis=2)
 
 
-def first_similar_earlier(sig: np.ndarray, threshold: float) -> list[int | None]:
-    """For each text, the index of the first earlier text at least `threshold` similar to it, else None."""
+def near_duplicates_of_kept(sig: np.ndarray, threshold: float) -> list[int | None]:
+    """Greedy, in order: a text is kept unless it is at least `threshold` similar to an earlier *kept* text.
+    For each text, the index of the first such kept text (the text is then dropped), else None (kept).
+    Comparing with kept texts only means a chain A ~ B ~ C with A and C far apart keeps A and C."""
     found: list[int | None] = [None] * len(sig)
+    kept = np.zeros(len(sig), dtype=bool)
     for start in range(0, len(sig), 256):  # blocks keep memory at 256 x n x num_perm
-        block = similarity(sig[start : start + 256], sig)
+        block = similarity(sig[start : start + 256], sig[: start + 256])
         for offset, row in enumerate(block):
             i = start + offset
-            earlier = np.flatnonzero(row[:i] >= threshold)
-            found[i] = int(earlier[0]) if earlier.size else None
+            earlier = np.flatnonzero((row[:i] >= threshold) & kept[:i])
+            if earlier.size:
+                found[i] = int(earlier[0])
+            else:
+                kept[i] = True
     return found
 
 

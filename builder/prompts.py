@@ -59,7 +59,7 @@ def load_prompts(spec: str | None, store=None, limit: int | None = None) -> tupl
     return normalise(raw, source.spec, limit) + (source,)
 
 
-def read_source(spec: str, store) -> tuple[pl.DataFrame, PromptSource]:
+def read_source(spec: str, store, what: str = "prompts") -> tuple[pl.DataFrame, PromptSource]:
     path = Path(spec).expanduser()
     if path.is_file():
         return read_file(path), PromptSource(spec, "file", "sha256:" + file_sha256(path))
@@ -78,7 +78,7 @@ def read_source(spec: str, store) -> tuple[pl.DataFrame, PromptSource]:
         version = store.find(spec, missing_ok=True)
         if version is not None:
             return _read_version_dir(version, spec)
-    raise BuilderError(f"prompts {spec!r}: no such file, folder, dataset version or hf: dataset")
+    raise BuilderError(f"{what} {spec!r}: no such file, folder, dataset version or hf: dataset")
 
 
 def _read_version_dir(folder: Path, spec: str) -> tuple[pl.DataFrame, PromptSource]:

@@ -4,7 +4,7 @@ Request i shows `shots` seed prompts drawn at random (seeded by the run's seed a
 task. The answer is parsed (first non-empty line, without a "Task N:" label or quotes) and filtered, in
 this order, each drop with its reason: empty, truncated (cut by the token limit inside its first line), too short, too long,
 copy of a seed (same text once case, spaces and end punctuation are ignored), near copy of a seed, duplicate
-of an earlier generated prompt, near duplicate of an earlier one. "Near" means an estimated Jaccard
+of an earlier generated prompt, near duplicate of an earlier prompt that was kept. "Near" means an estimated Jaccard
 similarity of character 5-gram shingles at or above the threshold (MinHash, builder/near_duplicates.py).
 """
 
@@ -14,7 +14,6 @@ import time
 from dataclasses import asdict, dataclass
 from importlib import resources
 
-import numpy as np
 import polars as pl
 
 from builder.cache import run_requests
@@ -22,12 +21,14 @@ from builder.card import render_kind_card
 from builder.errors import BuilderError
 from builder.generators import load_generator
 from builder.models import resolve_model
-from builder.near_duplicates import best_match, first_similar_earlier, normalise_text, signatures
+from builder.near_duplicates import best_match, near_duplicates_of_kept, normalised, signatures
 from builder.prompts import DROPPED_SCHEMA, PROMPTS_SCHEMA, load_prompts, normalise
 from builder.records import Completion, Sampling, make_request, stable_hash
 from builder.seed import shipped_seed
 from builder.store import Store, Version, version_id
 
+# every reason a generation can be dropped for, in the order the filters run
+FILTERS = ("empty", "truncated", "too_short", "too_long", "copy_of_seed", "near_copy_of_seed", "duplicate", "near_duplicate")
 _LABEL = re.compile(r"^\s*(?:\*\*)?(?:new\s+)?task(?:\s*\d+)?\s*[:.)-]\s*(?:\*\*)?\s*", re.IGNORECASE)
 
 
@@ -111,7 +112,7 @@ def make_prompts(config: MakePromptsConfig, store: Store) -> tuple[Version, bool
         pl.lit("generation").alias("level"), pl.lit(None, pl.String).alias("prompt_id"), pl.lit(None, pl.String).alias("candidate_id"),
         pl.lit(None, pl.String).alias("judgment_id"), "reason", pl.format("{}: {}", "generation_id", "detail").alias("detail"),
     ).cast(DROPPED_SCHEMA)
-    counts = generations.group_by("reason").len().sort("reason", nulls_last=True)
+    counts = dict(generations.group_by("reason").len().iter_rows())
     manifest = {
         "kind": "prompts",
         "parent": source.parent_version,
@@ -126,7 +127,7 @@ def make_prompts(config: MakePromptsConfig, store: Store) -> tuple[Version, bool
             "requested": config.n,
             "kept": kept.height,
             "keep_rate": round(kept.height / config.n, 4),
-            **{f"dropped_{reason}": n for reason, n in counts.iter_rows() if reason is not None},
+            **{f"dropped_{reason}": counts.get(reason, 0) for reason in FILTERS},
         },
         "timing_s": {"generation": round(time.perf_counter() - started, 2)},
     }
@@ -140,48 +141,52 @@ def draw_shots(seed_ids: list[str], n: int, shots: int, seed: int) -> list[list[
     return [random.Random(f"{seed}:{i}").sample(seed_ids, min(shots, len(seed_ids))) for i in range(n)]
 
 
+GENERATIONS_SCHEMA = {"generation_id": pl.String, "shown_seed_ids": pl.List(pl.String), "raw": pl.String, "finish_reason": pl.String,
+                      "prompt": pl.String, "reason": pl.String, "detail": pl.String}
+
+
 def filter_generations(completions: list[Completion], shots: list[list[str]], seed_texts: list[str], seed_ids: list[str],
                        config: MakePromptsConfig) -> pl.DataFrame:
-    """One row per request: the raw generation, the parsed prompt, and why it was dropped (null: kept)."""
+    """One row per request: the raw generation, the parsed prompt, and why it was dropped (null: kept).
+    Each filter sees only what the filters before it kept."""
     parsed = [parse_new_prompt(c) for c in completions]
-    rows = [
-        {"generation_id": f"g{i:06d}", "shown_seed_ids": shown, "raw": c.text, "finish_reason": c.finish_reason,
-         "prompt": text, "reason": reason, "detail": reason}
-        for i, (c, shown, (text, reason)) in enumerate(zip(completions, shots, parsed))
-    ]
-    seed_keys = {normalise_text(t): pid for t, pid in zip(seed_texts, seed_ids)}
-    for row in rows:
-        if row["reason"] is None and len(row["prompt"].split()) < config.min_words:
-            row["reason"], row["detail"] = "too_short", f"{len(row['prompt'].split())} words"
-        elif row["reason"] is None and len(row["prompt"]) > config.max_chars:
-            row["reason"], row["detail"] = "too_long", f"{len(row['prompt'])} characters"
-        elif row["reason"] is None and normalise_text(row["prompt"]) in seed_keys:
-            row["reason"], row["detail"] = "copy_of_seed", seed_keys[normalise_text(row["prompt"])]
-    _mark_near(rows, seed_texts, seed_ids, config.similarity)
-    schema = {"generation_id": pl.String, "shown_seed_ids": pl.List(pl.String), "raw": pl.String, "finish_reason": pl.String,
-              "prompt": pl.String, "reason": pl.String, "detail": pl.String}
-    return pl.DataFrame(rows, schema=schema)
+    frame = pl.DataFrame(
+        {"generation_id": [f"g{i:06d}" for i in range(len(completions))], "shown_seed_ids": shots, "raw": [c.text for c in completions],
+         "finish_reason": [c.finish_reason for c in completions], "prompt": [text for text, _ in parsed],
+         "reason": [reason for _, reason in parsed], "detail": [reason for _, reason in parsed]},
+        schema=GENERATIONS_SCHEMA,
+    ).with_columns(normalised(pl.col("prompt")).alias("key"), pl.col("prompt").str.count_matches(r"\S+").alias("words"))
+    seeds = pl.DataFrame({"seed_text": seed_texts, "seed_id": seed_ids}).with_columns(normalised(pl.col("seed_text")).alias("key"))
+    frame = drop_where(frame, "too_short", pl.col("words") < config.min_words, pl.format("{} words", "words"))
+    frame = drop_where(frame, "too_long", pl.col("prompt").str.len_chars() > config.max_chars, pl.format("{} characters", pl.col("prompt").str.len_chars()))
+    frame = frame.join(seeds.unique("key", keep="first", maintain_order=True).select("key", "seed_id"), on="key", how="left", maintain_order="left")
+    frame = drop_where(frame, "copy_of_seed", pl.col("seed_id").is_not_null(), pl.col("seed_id"))
+
+    live = frame.filter(pl.col("reason").is_null())
+    live_sig = signatures(live["key"].to_list())
+    closest, seed_similarity = best_match(live_sig, signatures(seeds["key"].to_list()))
+    near_seed = live.select("generation_id", pl.Series("similarity", seed_similarity), pl.Series("seed_id", seeds["seed_id"].gather(closest)))
+    frame = frame.drop("seed_id").join(near_seed, on="generation_id", how="left", maintain_order="left")
+    frame = drop_where(frame, "near_copy_of_seed", pl.col("similarity") >= config.similarity,
+                       pl.format("{} ({})", "seed_id", pl.col("similarity").round(2)))
+
+    first_of_key = frame.filter(pl.col("reason").is_null()).group_by("key", maintain_order=True).agg(pl.col("generation_id").first().alias("first_id"))
+    frame = frame.join(first_of_key, on="key", how="left", maintain_order="left")
+    frame = drop_where(frame, "duplicate", pl.col("generation_id") != pl.col("first_id"), pl.col("first_id"))
+
+    still = frame.filter(pl.col("reason").is_null())
+    kept_sig = live_sig[live["generation_id"].is_in(still["generation_id"].implode()).to_numpy()]
+    matches = near_duplicates_of_kept(kept_sig, config.similarity)
+    earlier = still.select("generation_id", pl.Series("earlier_id", [None if m is None else still["generation_id"][m] for m in matches], pl.String))
+    frame = frame.join(earlier, on="generation_id", how="left", maintain_order="left")
+    frame = drop_where(frame, "near_duplicate", pl.col("earlier_id").is_not_null(), pl.col("earlier_id"))
+    return frame.select(list(GENERATIONS_SCHEMA))
 
 
-def _mark_near(rows: list[dict], seed_texts: list[str], seed_ids: list[str], threshold: float) -> None:
-    live = [row for row in rows if row["reason"] is None]
-    sig = signatures([row["prompt"] for row in live])
-    closest, similarity = best_match(sig, signatures(seed_texts))
-    for row, index, value in zip(live, closest, similarity):
-        if value >= threshold:
-            row["reason"], row["detail"] = "near_copy_of_seed", f"{seed_ids[index]} ({value:.2f})"
-    live_keys = [normalise_text(row["prompt"]) if row["reason"] is None else None for row in live]
-    first_seen: dict[str, str] = {}
-    for row, key in zip(live, live_keys):
-        if key is None:
-            continue
-        if key in first_seen:
-            row["reason"], row["detail"] = "duplicate", first_seen[key]
-        else:
-            first_seen[key] = row["generation_id"]
-    still = [(row, s) for row, s in zip(live, sig) if row["reason"] is None]
-    if still:
-        earlier = first_similar_earlier(np.stack([s for _, s in still]), threshold)
-        for (row, _), match in zip(still, earlier):
-            if match is not None:
-                row["reason"], row["detail"] = "near_duplicate", still[match][0]["generation_id"]
+def drop_where(frame: pl.DataFrame, reason: str, condition: pl.Expr, detail: pl.Expr) -> pl.DataFrame:
+    """Mark the rows still kept that meet `condition` as dropped for `reason`."""
+    hit = pl.col("reason").is_null() & condition.fill_null(False)
+    return frame.with_columns(
+        pl.when(hit).then(pl.lit(reason)).otherwise(pl.col("reason")).alias("reason"),
+        pl.when(hit).then(detail.cast(pl.String)).otherwise(pl.col("detail")).alias("detail"),
+    )

@@ -1,6 +1,6 @@
 """`builder mix-sft`: the M0 → M1 SFT data, IFT and EFT examples in TRL's conversational prompt/completion
 format (the loss then falls on the completion, the assistant turn, only). An EFT example's user turn is the
-judge template filled with its prompt and response; its assistant turn is the judgment."""
+judge prompt (the template filled with its prompt and response), its assistant turn the judgment."""
 
 from dataclasses import dataclass
 
@@ -8,12 +8,11 @@ import polars as pl
 
 from builder.card import render_kind_card
 from builder.errors import BuilderError
-from builder.judge import load_template, parse_judgment
+from builder.judge import JudgeTemplate, load_template, parse_judgment
 from builder.prompts import turn
 from builder.records import Completion, stable_hash
-from builder.seed import locate_seed, read_seed
+from builder.seed import load_seed
 from builder.store import Store, Version, version_id
-
 
 
 @dataclass(frozen=True)
@@ -25,21 +24,19 @@ class MixSftConfig:
 
 
 def mix_sft(config: MixSftConfig, store: Store) -> tuple[Version, bool]:
-    ift_source, eft_source = locate_seed(config.ift, "ift", store), locate_seed(config.eft, "eft", store)
+    (ift, ift_source), (eft, eft_source) = load_seed(config.ift, "ift", store), load_seed(config.eft, "eft", store)
     template = load_template(config.judge_template)
     identity = {"ift": ift_source.fingerprint, "eft": eft_source.fingerprint, "judge_template": template.sha256, "seed": config.seed}
     vid = version_id("sft", identity)
     if store.exists(vid):
         return store.load(vid), False
-    ift = read_seed(ift_source, "ift").filter(pl.col("prompt").str.strip_chars() != "", pl.col("response").str.strip_chars() != "")
-    eft = read_seed(eft_source, "eft")
+    ift = ift.filter(pl.col("prompt").str.strip_chars() != "", pl.col("response").str.strip_chars() != "")
     unparsed = [j for j in eft["judgment"].to_list() if parse_judgment(Completion(j or "", "stop", 0)).score is None]
     if unparsed:
         raise BuilderError(f"{eft_source.spec}: {len(unparsed)} judgments do not end with a 'Score: N' line")
     examples = pl.concat([
         ift.select(pl.lit("ift").alias("source"), turn("user", "prompt").alias("prompt"), turn("assistant", "response").alias("completion")),
-        eft.with_columns(pl.Series("judge_prompt", [template.render(p, r) for p, r in eft.select("prompt", "response").iter_rows()]))
-        .select(pl.lit("eft").alias("source"), turn("user", "judge_prompt").alias("prompt"), turn("assistant", "judgment").alias("completion")),
+        eft_conversations(eft, template).select(pl.lit("eft").alias("source"), "prompt", "completion"),
     ])
     if examples.height == 0:
         raise BuilderError("no SFT examples: both inputs are empty")
@@ -58,3 +55,12 @@ def mix_sft(config: MixSftConfig, store: Store) -> tuple[Version, bool]:
         "stats": {"ift_examples": ift.height, "eft_examples": eft.height, "examples": examples.height},
     }
     return store.write_version(vid, {"sft": examples.select("example_id", "source", "prompt", "completion")}, manifest, render_kind_card), True
+
+
+def eft_conversations(eft: pl.DataFrame, template: JudgeTemplate) -> pl.DataFrame:
+    """prompt (the judge prompt as the user turn) and completion (the judgment). An EFT version's rows carry
+    the judge prompt their judgment answered (`messages`), so its own template wins over --judge-template."""
+    if "messages" in eft.columns:
+        return eft.select(pl.col("messages").list.slice(0, 1).alias("prompt"), pl.col("messages").list.slice(1, 1).alias("completion"))
+    judge_prompts = pl.Series("judge_prompt", [template.render(p, r) for p, r in eft.select("prompt", "response").iter_rows()], pl.String)
+    return eft.with_columns(judge_prompts).select(turn("user", "judge_prompt").alias("prompt"), turn("assistant", "judgment").alias("completion"))

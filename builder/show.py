@@ -34,6 +34,7 @@ def versions_table(store: Store) -> Table:
     table.add_column("policy / judge", overflow="fold", min_width=10)
     for column in ("prompts", "pairs", "ties", "unparsed"):
         table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("summary", overflow="fold")
     for v in store.versions():
         m, stats = v.manifest, v.manifest.get("stats", {})
         table.add_row(
@@ -44,8 +45,24 @@ def versions_table(store: Store) -> Table:
             str(m.get("counts", {}).get("pairs", "-")),
             _pct(stats.get("tie_rate")),
             _pct(stats.get("parse_failure_rate")),
+            kind_summary(m),
         )
     return table
+
+
+def kind_summary(manifest: dict) -> str:
+    """One line for `builder ls` about a version that is not a pairs version."""
+    stats = manifest.get("stats", {})
+    kind = manifest.get("kind")
+    if kind == "eft":
+        return f"agreement {_pct(stats.get('agreement_rate'))}, {stats.get('eft_examples')} EFT examples"
+    if kind == "prompts":
+        return f"kept {stats.get('kept')} of {stats.get('requested')} generated"
+    if kind == "sft":
+        return f"{stats.get('ift_examples')} IFT + {stats.get('eft_examples')} EFT examples"
+    if kind == "seed":
+        return f"{stats.get('ift')} IFT, {stats.get('ranked_groups')} ranked groups"
+    return ""
 
 
 def version_view(version: Version, damaged: list[str]) -> Group:
@@ -160,4 +177,13 @@ def kind_view(version: Version, damaged: list[str]) -> Group:
     stats.add_column("value", justify="right")
     for name, value in m.get("stats", {}).items():
         stats.add_row(name.replace("_", " "), _pct(value) if name.endswith("_rate") else _value(value))
-    return Group(Panel(summary, title="manifest", title_align="left"), counts, stats)
+    parts = [Panel(summary, title="manifest", title_align="left"), counts, stats]
+    if m["counts"].get("dropped") and "dropped.parquet" not in damaged:
+        dropped = pl.read_parquet(version.folder / "dropped.parquet").group_by("level", "reason").len().sort("level", "reason")
+        drops = Table(title="dropped, by reason", title_justify="left")
+        for column in ("level", "reason", "rows"):
+            drops.add_column(column, justify="right" if column == "rows" else "left")
+        for level, reason, n in dropped.iter_rows():
+            drops.add_row(level, reason, str(n))
+        parts.append(drops)
+    return Group(*parts)

@@ -58,7 +58,11 @@ def load_ranked_groups(spec: str, limit: int | None = None) -> tuple[pl.DataFram
     path = Path(spec).expanduser()
     if not path.is_file():
         raise BuilderError(f"ranked groups {spec!r}: no such file")
-    raw = read_file(path)
+    return ranked_tables(read_file(path), spec, limit)
+
+
+def ranked_tables(raw: pl.DataFrame, spec: str, limit: int | None = None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(prompts, candidates with human ranks, dropped duplicate groups) from rows of ranked groups."""
     missing = {"responses", "ranks"} - set(raw.columns)
     if missing:
         raise BuilderError(f"{spec} needs 'responses' and 'ranks' columns (missing: {', '.join(sorted(missing))})")

@@ -1,15 +1,20 @@
 """Seed data, EFT, self-instruct and SFT mixes, through the CLI on real files and the tiny model."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import polars as pl
 import pytest
 from conftest import run_builder
 
-from builder.near_duplicates import first_similar_earlier, signatures, similarity
+from builder.near_duplicates import near_duplicates_of_kept, normalise_text, normalised, signatures, similarity
 from builder.records import Completion
-from builder.self_instruct import parse_new_prompt
+from builder.self_instruct import MakePromptsConfig, filter_generations, parse_new_prompt
 
 
 def write_jsonl(path, rows):
@@ -93,15 +98,21 @@ def test_make_eft_keeps_agreeing_groups_and_holds_some_out(tiny_model, tmp_path)
     eft = pl.read_parquet(folder / "eft.parquet")
     assert stats["agreeing_groups"] == groups["agrees"].sum() and set(eft["prompt_id"]) == set(groups.filter("agrees")["prompt_id"])
     assert eft["judgment"].str.contains("Score: ").all()
+    first = eft.row(0, named=True)  # SFT-ready: the judge prompt the model saw, then the judgment it gave
+    assert [m["role"] for m in first["messages"]] == ["user", "assistant"] and first["messages"][1]["content"] == first["judgment"]
+    assert first["response"] in first["messages"][0]["content"] and "Score:" in first["messages"][0]["content"]
     heldout = pl.read_parquet(folder / "heldout.parquet")
     assert not set(heldout["prompt_id"]) & set(groups["prompt_id"]), "held-out groups are never judged"
     dropped = pl.read_parquet(folder / "dropped.parquet")
-    assert dropped.filter(pl.col("reason") == "disagrees_with_human_ranking").height == stats["train_groups"] - stats["agreeing_groups"]
+    rejected = dropped.filter(pl.col("reason").is_in(["disagrees_with_human_ranking", "unscored_response"]))
+    assert rejected.height == stats["train_groups"] - stats["agreeing_groups"]
     shown = run_builder("show", version, "--store", store, check=True)
     assert "agreement rate" in shown.stdout and "checksums ok" in shown.stdout
     # the EFT version feeds the SFT mix, which names it as a parent
     sft = run_builder("mix-sft", "--eft", version, "--store", store, check=True).stdout.strip().splitlines()[-1]
     assert json.loads((store / sft / "manifest.json").read_text())["parents"] == [version]
+    judge_turns = pl.read_parquet(store / sft / "sft.parquet").filter(pl.col("source") == "eft")
+    assert sorted(judge_turns["prompt"].list.first().struct.field("content")) == sorted(eft["messages"].list.first().struct.field("content"))
     # and its held-out groups are what reward-model evaluation reads
     rm = run_builder("eval", "reward-model", "--model", tiny_model, "--ranked", folder / "heldout.parquet", "-k", "1",
                      "--judge-max-new-tokens", "32", "--store", store, check=True)
@@ -127,7 +138,9 @@ def test_make_prompts_then_make_pairs_on_the_new_prompts(tiny_model, tmp_path):
     assert stats["kept"] == kept.height == generations["reason"].null_count()
     assert stats["kept"] + sum(v for k, v in stats.items() if k.startswith("dropped_")) == 24
     assert kept.height >= 1 and kept["prompt"].is_unique().all()
-    assert "keep rate" in run_builder("show", version, "--store", store, check=True).stdout
+    shown = run_builder("show", version, "--store", store, check=True).stdout
+    assert "keep rate" in shown and "dropped near duplicate" in shown, "every filter's count, zeros included"
+    assert version in run_builder("ls", "--store", store, check=True).stdout
     pairs = run_builder("make-pairs", "--model", tiny_model, "--prompts", version, "-n", "2", "-k", "1",
                         "--max-new-tokens", "16", "--judge-max-new-tokens", "32", "--store", store, check=True)
     built = pairs.stdout.strip().splitlines()[-1]
@@ -149,4 +162,70 @@ def test_near_duplicates():
     sig = signatures(texts, num_perm=128)
     sims = similarity(sig, sig)
     assert np.allclose(np.diag(sims), 1) and sims[0, 1] == 1 and sims[0, 2] < 0.2
-    assert first_similar_earlier(sig, 0.7) == [None, 0, None, 0]
+    assert near_duplicates_of_kept(sig, 0.7) == [None, 0, None, 0]
+    # a chain: B is near A, C is near B but not near A; B is dropped, so C is compared with A only and kept
+    chain = np.array([[1, 1, 1, 1], [1, 1, 1, 2], [1, 1, 2, 2]], dtype=np.uint64)
+    assert near_duplicates_of_kept(chain, 0.7) == [None, 0, None]
+    for text in ["A\u00a0 b\tC. ", "Ünïcode  ÄB!?", " x "]:
+        assert pl.select(normalised(pl.lit(text))).item() == normalise_text(text)
+
+
+def test_filters_apply_in_order_and_say_why():
+    seeds = ["Name three primary colours.", "What is the capital of Japan?", "Give me a synonym for 'happy'."]
+    raw = ["Task 9: Name three primary colours!", "Task 9: name  three primary colours please.",
+           "Task 9: Write a poem about the sea and the sky.", "Task 9: write a poem about the sea and the sky",
+           "Task 9: Write a poem about the sea and the skies.", "", "Task 9: Hi there", "Task 9: " + "word " * 200,
+           "Task 9: Describe how bees make honey in a hive."]
+    generations = filter_generations([Completion(t, "stop", 5) for t in raw], [["s1", "s2"]] * len(raw), seeds, ["s1", "s2", "s3"],
+                                     MakePromptsConfig())
+    assert generations.select("reason", "detail").rows() == [
+        ("copy_of_seed", "s1"), ("near_copy_of_seed", "s1 (0.73)"), (None, None), ("duplicate", "g000002"),
+        ("near_duplicate", "g000002"), ("empty", "empty"), ("too_short", "2 words"), ("too_long", "999 characters"), (None, None),
+    ]
+    assert generations["shown_seed_ids"].to_list()[0] == ["s1", "s2"] and generations["raw"].to_list() == raw
+
+
+def test_seed_tables_from_a_saved_datasets_folder(tmp_path):
+    from datasets import Dataset
+
+    Dataset.from_list(OASST).save_to_disk(str(tmp_path / "oasst"))
+    version = run_builder("import-oasst", tmp_path / "oasst", "--store", tmp_path / "store", check=True).stdout.strip().splitlines()[-1]
+    assert pl.read_parquet(tmp_path / "store" / version / "ranked.parquet")["ranks"].to_list() == [[1, 2, 3]]
+    ift = [{"prompt": "Say hi.", "response": "Hi!"}, {"prompt": "Name a colour.", "response": "Blue."}]
+    Dataset.from_list(ift).save_to_disk(str(tmp_path / "ift"))
+    sft = run_builder("mix-sft", "--ift", tmp_path / "ift", "--store", tmp_path / "store", check=True).stdout.strip().splitlines()[-1]
+    assert json.loads((tmp_path / "store" / sft / "manifest.json").read_text())["stats"]["ift_examples"] == 2
+
+
+def test_empty_and_wrong_seed_inputs_fail_in_one_line(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    wrong = write_jsonl(tmp_path / "wrong.jsonl", [{"question": "Q", "answer": "A"}])
+    for args, expected in [(["make-eft", "--ranked", tmp_path / "empty.jsonl"], "is empty"),
+                           (["mix-sft", "--ift", wrong], "is not ift data"),
+                           (["import-oasst", tmp_path / "empty.jsonl"], "is empty"),
+                           (["make-eft", "--ranked", "no-such-thing"], "no such file")]:
+        result = run_builder(*args, "--store", tmp_path / "store")
+        assert result.returncode == 2 and expected in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_make_prompts_sigkill_then_rerun_recomputes_nothing(tiny_model, tmp_path):
+    args = ["make-prompts", "--model", tiny_model, "--n", "40", "--max-new-tokens", "16", "--batch-size", "2"]
+    reference = run_builder(*args, "--store", tmp_path / "reference", check=True).stdout.strip().splitlines()[-1]
+    store = tmp_path / "store"
+    shards = lambda: list((store / ".cache" / "generations").glob("*/*.parquet"))  # noqa: E731
+    process = subprocess.Popen([sys.executable, "-c", "from builder.cli import main; main()", *map(str, args), "--store", str(store)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    deadline = time.time() + 300
+    while len(shards()) < 6 and time.time() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    assert process.poll() is None, "the run finished before it could be killed; make it longer"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not list(store.glob("prompts-*"))
+    before = {p.name for p in shards()}
+    version = run_builder(*args, "--store", store, check=True).stdout.strip().splitlines()[-1]
+    assert version == reference
+    for table in ("generations", "prompts", "dropped"):
+        assert pl.read_parquet(store / version / f"{table}.parquet").equals(pl.read_parquet(tmp_path / "reference" / reference / f"{table}.parquet"))
+    rows = pl.read_parquet(shards())
+    assert rows.height == 40 and rows["key"].is_unique().all() and before < {p.name for p in shards()}

@@ -1,0 +1,41 @@
+"""Named models in the store: `<store>/models/<name>/` holds the weights, the tokenizer, `lineage.json`
+(base, training data version and its manifest hash, trainer config, final metrics, code version) and a model
+card rendered from cards/model_card.md. `builder make-pairs --model M2` finds them by name."""
+
+import json
+from importlib import resources
+from pathlib import Path
+
+from huggingface_hub import ModelCard, ModelCardData
+
+from builder.store import Store
+
+
+def model_folder(store: Store, name: str) -> Path:
+    return store.root / "models" / name
+
+
+def registered_models(store: Store) -> list[dict]:
+    """Every model's lineage, oldest first."""
+    found = [json.loads(p.read_text()) for p in (store.root / "models").glob("*/lineage.json")]
+    return sorted(found, key=lambda lineage: lineage["created_at"])
+
+
+def ancestry(lineage: dict, by_name: dict[str, dict]) -> list[str]:
+    """M0 → M1 → M2: the chain of bases, following registered names back to the first outside model."""
+    chain = [lineage["name"]]
+    base = lineage["base"]["spec"]
+    while base in by_name and base not in chain:
+        chain.append(base)
+        base = by_name[base]["base"]["spec"]
+    chain.append(base)
+    return chain[::-1]
+
+
+def write_model_card(folder: Path, lineage: dict) -> None:
+    card_data = ModelCardData(
+        license="other", library_name="transformers", pipeline_tag="text-generation",
+        tags=["self-rewarding", lineage["method"], "trl"], base_model=None,
+    )
+    template = resources.files("cards").joinpath("model_card.md").read_text(encoding="utf-8")
+    ModelCard.from_template(card_data, template_str=template, **lineage).save(folder / "README.md")

@@ -1,0 +1,169 @@
+"""Thin adapters over TRL: `builder train sft` and `builder train dpo`.
+
+They turn a dataset version into TRL's trainer arguments, run TRL's own trainer (never subclassed), and
+register the result as a named model in the store (`<store>/models/<name>`) with its lineage. Defaults are
+the paper's: SFT lr 5.5e-6 → 1.1e-6 and DPO lr 1e-6 → 1e-7, both decaying linearly (TRL's "polynomial"
+schedule with power 1 and an end value), batch 16 by gradient accumulation, dropout 0.1, DPO beta 0.1 and
+a checkpoint every 200 steps. On a CPU, bf16 and activation checkpointing are turned off (TRL's defaults
+would refuse to start there).
+"""
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from builder.errors import BuilderError
+from builder.models import resolve_model
+from builder.progress import console, quiet_transformers
+from builder.records import stable_hash
+from builder.store import Store, code_version, now
+from trainers.registry import model_folder, write_model_card
+
+DROPOUT_FIELDS = ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    method: str  # "sft" | "dpo"
+    base: str
+    data: str
+    name: str
+    learning_rate: float
+    lr_end: float
+    batch_size: int = 16
+    micro_batch_size: int = 4
+    epochs: float = 1.0
+    max_steps: int = -1
+    dropout: float = 0.1
+    max_length: int = 1024
+    beta: float = 0.1
+    save_steps: int = 200
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.batch_size < 1 or self.micro_batch_size < 1 or self.batch_size % self.micro_batch_size:
+            raise BuilderError("--batch-size must be a positive multiple of --micro-batch-size")
+        if not 0 <= self.dropout < 1:
+            raise BuilderError("--dropout must be in [0, 1)")
+        if self.learning_rate <= 0 or not 0 <= self.lr_end <= self.learning_rate:
+            raise BuilderError("--lr must be positive and --lr-end between 0 and --lr")
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            raise BuilderError(f"model name {self.name!r} must be a plain name such as M1")
+
+
+def data_table(store: Store, spec: str, method: str):
+    """The training table of a version (sft.parquet or pairs.parquet) with that version's manifest."""
+    from datasets import load_dataset
+
+    table = {"sft": "sft", "dpo": "pairs"}[method]
+    version = store.load(spec)
+    path = version.folder / f"{table}.parquet"
+    if not path.exists():
+        raise BuilderError(f"version {version.id} has no {table} table; train {method} needs a {'mix-sft' if method == 'sft' else 'make-pairs'} version")
+    rows = version.manifest["counts"].get(table, 0)
+    if rows == 0:
+        raise BuilderError(f"version {version.id} has no {table} rows to train on")
+    dataset = load_dataset("parquet", data_files=str(path), split="train")
+    keep = ["prompt", "completion"] if method == "sft" else ["prompt", "chosen", "rejected"]
+    return dataset.select_columns(keep), version
+
+
+def trainer_arguments(config: TrainConfig, output_dir: Path, use_cpu: bool) -> dict:
+    return {
+        "output_dir": str(output_dir),
+        "learning_rate": config.learning_rate,
+        "lr_scheduler_type": "polynomial",
+        "lr_scheduler_kwargs": {"lr_end": config.lr_end, "power": 1.0},
+        "per_device_train_batch_size": config.micro_batch_size,
+        "gradient_accumulation_steps": config.batch_size // config.micro_batch_size,
+        "num_train_epochs": config.epochs,
+        "max_steps": config.max_steps,
+        "save_steps": config.save_steps,
+        "save_total_limit": 2,
+        "logging_steps": 1,
+        "seed": config.seed,
+        "report_to": "none",
+        "bf16": not use_cpu,
+        "activation_checkpointing": not use_cpu,
+        "use_cpu": use_cpu,
+        "disable_tqdm": False,
+        "max_length": config.max_length,
+    }
+
+
+def train(config: TrainConfig, store: Store) -> tuple[Path, bool]:
+    """Train and register `config.name`. Returns (model folder, trained_now)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+    config.validate()
+    final = model_folder(store, config.name)
+    base = resolve_model(config.base, store.root)
+    dataset, version = data_table(store, config.data, config.method)
+    identity = {**asdict(config), "base": base.fingerprint, "data": version.manifest["files"]}
+    if (final / "lineage.json").exists():
+        lineage = json.loads((final / "lineage.json").read_text())
+        if lineage["identity_sha256"] != stable_hash(identity):
+            raise BuilderError(f"model {config.name} already exists with another configuration; choose another --name")
+        return final, False
+
+    quiet_transformers()
+    use_cpu = not torch.cuda.is_available()
+    work = final.with_name(f".partial-{config.name}")  # kept across a kill: TRL resumes from its checkpoints
+    args = trainer_arguments(config, work / "trainer", use_cpu)
+    dropout = {f: config.dropout for f in DROPOUT_FIELDS if hasattr(_config(base.path), f)}
+    model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32 if use_cpu else torch.bfloat16, **dropout)
+    tokenizer = AutoTokenizer.from_pretrained(base.path)
+    if config.method == "sft":
+        trainer = SFTTrainer(model=model, args=SFTConfig(**args), train_dataset=dataset, processing_class=tokenizer)
+    else:
+        dpo_args = DPOConfig(**args, beta=config.beta, disable_dropout=config.dropout == 0)
+        trainer = DPOTrainer(model=model, args=dpo_args, train_dataset=dataset, processing_class=tokenizer)
+    checkpoints = sorted((work / "trainer").glob("checkpoint-*"))
+    console.print(f"training {config.name} ({config.method}) from {config.base} on {version.id}: {len(dataset)} rows"
+                  + (f", resuming from {checkpoints[-1].name}" if checkpoints else ""))
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=bool(checkpoints) or None)
+    trainer.save_model(str(work))
+    tokenizer.save_pretrained(work)
+    history = trainer.state.log_history
+    (work / "trainer" / "log_history.json").write_text(json.dumps(history, indent=1))
+    for checkpoint in (work / "trainer").glob("checkpoint-*"):
+        shutil.rmtree(checkpoint)
+    lineage = {
+        "name": config.name,
+        "method": config.method,
+        "base": base.to_json(),
+        "data": {"version": version.id, "kind": version.manifest["kind"],
+                 "manifest_sha256": stable_hash(version.manifest)},
+        "config": asdict(config),
+        "trainer": {"trl_args": {k: v for k, v in args.items() if k != "output_dir"}, "use_cpu": use_cpu},
+        "metrics": {**result.metrics, **_last_training_metrics(history)},
+        "steps": result.global_step,
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "identity_sha256": stable_hash(identity),
+        "code_version": code_version(),
+        "created_at": now(),
+    }
+    (work / "lineage.json").write_text(json.dumps(lineage, indent=2))
+    write_model_card(work, lineage)
+    os.replace(work, final)
+    return final, True
+
+
+def _config(path: Path):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(path)
+
+
+def _last_training_metrics(history: list[dict]) -> dict:
+    """The last logged value of each training metric (loss, rewards/accuracies, rewards/margins…)."""
+    last: dict = {}
+    for entry in history:
+        last.update({k: v for k, v in entry.items() if isinstance(v, (int, float)) and k not in ("epoch", "step")})
+    return last
