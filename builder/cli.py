@@ -184,7 +184,11 @@ def train_group():
     """Train a named model on a dataset version with TRL (SFT or DPO), and register it in the store."""
 
 
-def _train_options(lr: float, lr_end: float, micro_batch: int):
+def _train_options(method: str):
+    from trainers.train import METHOD_DEFAULTS
+
+    lr, lr_end, micro_batch = (METHOD_DEFAULTS[method][k] for k in ("learning_rate", "lr_end", "micro_batch_size"))
+
     def decorate(command):
         for option in reversed([
             click.option("--base", required=True, help="Model to start from: a folder, a registered name, a Hub id, or the default"),
@@ -217,18 +221,45 @@ def _run_training(store, method: str, **options) -> None:
 
 
 @train_group.command("sft")
-@_train_options(lr=5.5e-6, lr_end=1.1e-6, micro_batch=4)
+@_train_options("sft")
 def train_sft_command(store, **options):
     """SFT on a mix-sft version (loss on the assistant turn only)."""
     _run_training(store, "sft", **options)
 
 
 @train_group.command("dpo")
-@_train_options(lr=1e-6, lr_end=1e-7, micro_batch=2)
+@_train_options("dpo")
 @click.option("--beta", type=float, default=0.1, show_default=True)
+@click.option("--precompute-ref-log-probs/--no-precompute-ref-log-probs", default=True, show_default=True,
+              help="Score the data with the frozen reference once before training instead of at every step")
 def train_dpo_command(store, **options):
     """DPO on a make-pairs version; the reference model is the base."""
     _run_training(store, "dpo", **options)
+
+
+@cli.command("run")
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="Check the recipe and print the plan; run nothing")
+@store_option
+def run_command(recipe, dry_run, store):
+    """Run a whole recipe: seed data → SFT (M1) → make-prompts → make-pairs → DPO per iteration. Finished steps are skipped."""
+    from builder.recipe import load_recipe, record_run, run_recipe
+    from builder.show import plan_table, run_table, stdout
+
+    plan = load_recipe(recipe, _store(store))
+    if dry_run:
+        stdout().print(plan_table(plan, _store(store)))
+        return
+    recorded = _store(store)
+    recorded.recipe = plan.provenance()
+
+    def announce(i, step):
+        console.rule(f"[bold]{i}/{len(plan.steps)} {step.label}")
+
+    rows = run_recipe(plan, recorded, on_step=announce)
+    path = record_run(plan, recorded, rows)
+    stdout().print(run_table(rows, recorded))
+    console.print(f"recipe {plan.name} finished; run record in {path}")
 
 
 @cli.command("models")

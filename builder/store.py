@@ -33,8 +33,10 @@ class Version:
 
 
 class Store:
-    def __init__(self, root: str | Path | None = None):
+    def __init__(self, root: str | Path | None = None, recipe: dict | None = None):
         self.root = Path(root or os.environ.get("BUILDER_STORE") or DEFAULT_STORE).expanduser()
+        # Set by `builder run`: the recipe (name, path, sha256) recorded in everything written through this store.
+        self.recipe = recipe
 
     def generation_cache(self, generator_identity: dict) -> GenerationCache:
         return GenerationCache(self.root / ".cache" / "generations" / stable_hash(generator_identity)[:16])
@@ -88,6 +90,8 @@ class Store:
         for name, content in (extra_files or {}).items():
             (partial / name).write_bytes(content)
         manifest = {**manifest, "id": version_id, "created_at": now(), "code_version": code_version()}
+        if self.recipe:
+            manifest["recipe"] = self.recipe
         manifest["counts"] = {name: table.height for name, table in tables.items()} | manifest.get("counts", {})
         (partial / "README.md").write_text(render_card(manifest, tables), encoding="utf-8")
         for path in sorted(partial.iterdir()):

@@ -22,6 +22,11 @@ from builder.records import stable_hash
 from builder.store import Store, code_version, now
 from trainers.registry import model_folder, write_model_card
 
+# The paper's learning rates per method; micro-batches sized for a 135M model on a CPU.
+METHOD_DEFAULTS = {
+    "sft": {"learning_rate": 5.5e-6, "lr_end": 1.1e-6, "micro_batch_size": 4},
+    "dpo": {"learning_rate": 1e-6, "lr_end": 1e-7, "micro_batch_size": 2},
+}
 DROPOUT_FIELDS = ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop")
 
 
@@ -40,6 +45,8 @@ class TrainConfig:
     dropout: float = 0.1
     max_length: int = 1024
     beta: float = 0.1
+    # The reference model is frozen, so one pass over the data before training serves every epoch (DPO only).
+    precompute_ref_log_probs: bool = True
     save_steps: int = 200
     seed: int = 0
 
@@ -113,7 +120,8 @@ def train(config: TrainConfig, store: Store) -> tuple[Path, bool]:
 
     quiet_transformers()
     use_cpu = not torch.cuda.is_available()
-    work = final.with_name(f".partial-{config.name}")  # kept across a kill: TRL resumes from its checkpoints
+    # Kept across a kill, so TRL resumes from its checkpoints; named by the identity so another configuration never does.
+    work = final.with_name(f".partial-{config.name}-{stable_hash(identity)[:12]}")
     args = trainer_arguments(config, work / "trainer", use_cpu)
     dropout = {f: config.dropout for f in DROPOUT_FIELDS if hasattr(_config(base.path), f)}
     model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32 if use_cpu else torch.bfloat16, **dropout)
@@ -121,14 +129,17 @@ def train(config: TrainConfig, store: Store) -> tuple[Path, bool]:
     if config.method == "sft":
         trainer = SFTTrainer(model=model, args=SFTConfig(**args), train_dataset=dataset, processing_class=tokenizer)
     else:
-        dpo_args = DPOConfig(**args, beta=config.beta, disable_dropout=config.dropout == 0)
+        dpo_args = DPOConfig(**args, beta=config.beta, disable_dropout=config.dropout == 0,
+                             precompute_ref_log_probs=config.precompute_ref_log_probs)
         trainer = DPOTrainer(model=model, args=dpo_args, train_dataset=dataset, processing_class=tokenizer)
     checkpoints = sorted((work / "trainer").glob("checkpoint-*"))
     console.print(f"training {config.name} ({config.method}) from {config.base} on {version.id}: {len(dataset)} rows"
                   + (f", resuming from {checkpoints[-1].name}" if checkpoints else ""))
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=bool(checkpoints) or None)
-    trainer.save_model(str(work))
+    trainer.save_model(str(work))  # every process takes part (sharded weights are gathered)
+    if not trainer.is_world_process_zero():  # under `accelerate launch`, rank 0 alone registers the model
+        return final, True
     tokenizer.save_pretrained(work)
     history = trainer.state.log_history
     (work / "trainer" / "log_history.json").write_text(json.dumps(history, indent=1))
@@ -149,6 +160,8 @@ def train(config: TrainConfig, store: Store) -> tuple[Path, bool]:
         "code_version": code_version(),
         "created_at": now(),
     }
+    if store.recipe:
+        lineage["recipe"] = store.recipe
     (work / "lineage.json").write_text(json.dumps(lineage, indent=2))
     write_model_card(work, lineage)
     os.replace(work, final)
