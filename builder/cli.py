@@ -275,7 +275,7 @@ def models_command(store):
     by_name = {m["name"]: m for m in models}
     table = Table(title="models", title_justify="left")
     for column in ("name", "lineage", "method", "data", "steps", "final metrics"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column == "lineage")
     for m in models:
         metrics = ", ".join(f"{k} {v:.3g}" for k, v in m["metrics"].items() if k in ("train_loss", "rewards/accuracies", "rewards/margins"))
         table.add_row(m["name"], " → ".join(ancestry(m, by_name)), m["method"], m["data"]["version"], str(m["steps"]), metrics)
@@ -414,3 +414,7 @@ def main():
     except click.Abort:
         code = 130
     sys.exit(code or 0)
+
+
+if __name__ == "__main__":  # `python -m builder.cli …`, and `accelerate launch -m builder.cli train …` on several GPUs
+    main()

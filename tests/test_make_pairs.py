@@ -127,11 +127,13 @@ def test_one_dpo_step_on_the_pairs(built, tiny_model, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
+    from trainers.train import checkpointing_argument
+
     store, version, _ = built
     pairs = load_dataset("parquet", data_files=str(store / version / "pairs.parquet"), split="train")
     args = DPOConfig(
         output_dir=str(tmp_path / "dpo"), max_steps=1, per_device_train_batch_size=2, learning_rate=1e-6, beta=0.1,
-        bf16=False, activation_checkpointing=False, use_cpu=True, report_to="none", save_strategy="no", logging_steps=1,
+        bf16=False, use_cpu=True, report_to="none", save_strategy="no", logging_steps=1, **{checkpointing_argument(): False},
     )
     trainer = DPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(tiny_model), args=args, train_dataset=pairs,

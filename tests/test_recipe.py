@@ -114,7 +114,7 @@ def test_the_loop_runs_m0_to_m3_and_resumes_after_a_kill(tiny_model, tmp_path):
     assert "rewards/accuracies" in lineages["M3"]["metrics"]
 
     models = " ".join(run_builder("models", "--store", store, check=True).stdout.split())
-    assert "M1 → M2 → M3" in models or "→ M1 → M2 → M3" in models
+    assert f"{tiny_model.name} → M1 → M2 → M3" in models
 
     third = run_builder("run", recipe, "--store", store, check=True)
     assert " built " not in " ".join(third.stdout.split())  # everything is found, nothing is redone

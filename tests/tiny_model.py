@@ -51,6 +51,8 @@ def build_tiny_model(out_dir: Path, judge_template: str, steps: int = 120) -> Pa
     from transformers import LlamaConfig, LlamaForCausalLM
     from trl import SFTConfig, SFTTrainer
 
+    from trainers.train import checkpointing_argument
+
     torch.manual_seed(0)
     examples = _examples(judge_template, random.Random(0))
     corpus = [m["content"] for e in examples for m in e["prompt"] + e["completion"]]
@@ -63,7 +65,7 @@ def build_tiny_model(out_dir: Path, judge_template: str, steps: int = 120) -> Pa
     model = LlamaForCausalLM(config)
     args = SFTConfig(
         output_dir=str(out_dir / "trainer"), max_steps=steps, per_device_train_batch_size=8, learning_rate=3e-3,
-        lr_scheduler_type="constant", warmup_steps=0, bf16=False, activation_checkpointing=False, use_cpu=True,
+        lr_scheduler_type="constant", warmup_steps=0, bf16=False, use_cpu=True, **{checkpointing_argument(): False},
         report_to="none", save_strategy="no", logging_strategy="no", max_length=1024, disable_tqdm=True,
     )
     SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples), processing_class=tokenizer).train()

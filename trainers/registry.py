@@ -28,7 +28,7 @@ def ancestry(lineage: dict, by_name: dict[str, dict]) -> list[str]:
     while base in by_name and base not in chain:
         chain.append(base)
         base = by_name[base]["base"]["spec"]
-    chain.append(base)
+    chain.append(base.rstrip("/").rsplit("/", 1)[-1] if base.startswith(("/", ".", "~")) else base)  # a folder by its name
     return chain[::-1]
 
 

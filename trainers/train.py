@@ -94,11 +94,20 @@ def trainer_arguments(config: TrainConfig, output_dir: Path, use_cpu: bool) -> d
         "seed": config.seed,
         "report_to": "none",
         "bf16": not use_cpu,
-        "activation_checkpointing": not use_cpu,
+        checkpointing_argument(): not use_cpu,
         "use_cpu": use_cpu,
         "disable_tqdm": False,
         "max_length": config.max_length,
     }
+
+
+def checkpointing_argument() -> str:
+    """transformers after 5.19 renamed `gradient_checkpointing` to `activation_checkpointing`; vLLM's CPU build pins an
+    older transformers, and the old name is only a deprecated alias in the newer ones."""
+    from transformers import TrainingArguments
+
+    fields = TrainingArguments.__dataclass_fields__
+    return "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
 
 
 def train(config: TrainConfig, store: Store) -> tuple[Path, bool]:
