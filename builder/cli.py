@@ -415,6 +415,3 @@ def main():
         code = 130
     sys.exit(code or 0)
 
-
-if __name__ == "__main__":  # `python -m builder.cli …`, and `accelerate launch -m builder.cli train …` on several GPUs
-    main()
