@@ -34,7 +34,7 @@ GENERATION_KEYS = ("backend", "batch_size", "dtype")  # `generation:` settings, 
 TOP_LEVEL = {"name", "base", "seed", "judge_template", "generation", "import_oasst", "seed_data", "make_eft", "mix_sft", "sft", "iteration", "iterations"}
 SEED_DATA = {"ift", "ranked", "eft"}
 ITERATION_STEPS = ("make_prompts", "make_pairs", "dpo")
-TRAINING_KEYS = {f.name for f in fields(TrainConfig)} - {"method", "base", "data", "name"}
+TRAINING_KEYS = {f.name for f in fields(TrainConfig)} - {"method", "base", "data", "name"}  # the rest the loop wires
 
 
 @dataclass(frozen=True)
@@ -119,12 +119,18 @@ def plan(raw: dict, store: Store) -> list[Step]:
     first = _typed(sft.get("name"), str, "sft.name")
     steps.append(_training_step(first, "sft", "sft", sft, base, From("mix-sft"), common["seed"]))
 
+    return steps + iteration_steps(raw, first, shared, seed_data.get("ift"), store)
+
+
+def iteration_steps(raw: dict, first: str, shared: dict, seed_prompts, store: Store) -> list[Step]:
+    """make-prompts → make-pairs → DPO for each entry of `iterations`, each on the model the one before made."""
     allowed = {"make_prompts": _keys(MakePromptsConfig), "make_pairs": _keys(MakePairsConfig) - {"model", "prompts"}, "dpo": TRAINING_KEYS}
     shared_iteration = _mapping(raw.get("iteration") or {}, "iteration", set(ITERATION_STEPS))
     shared_iteration = {step: _mapping(shared_iteration.get(step) or {}, f"iteration.{step}", allowed[step]) for step in ITERATION_STEPS}
     iterations = raw.get("iterations") or []
     if not isinstance(iterations, list):
         raise BuilderError(f"iterations: expected a list, got {type(iterations).__name__}")
+    steps: list[Step] = []
     policy, names = first, {first}
     for i, entry in enumerate(iterations):
         where = f"iterations[{i}]"
@@ -139,13 +145,13 @@ def plan(raw: dict, store: Store) -> list[Step]:
             chosen = merged["make_prompts"]
             wired = {"model": _known_model(chosen.pop("model", None), f"{where}.make_prompts.model", store, names) or policy,
                      "seed_prompts": _existing_data(chosen.pop("seed_prompts", None), f"{where}.make_prompts.seed_prompts", store)
-                     or seed_data.get("ift")}
+                     or seed_prompts}
             steps.append(_step(f"{name} make-prompts", "make-prompts", MakePromptsConfig, f"{where}.make_prompts",
                                merged["make_prompts"], shared, wired))
             prompts = From(steps[-1].label)
         steps.append(_step(f"{name} make-pairs", "make-pairs", MakePairsConfig, f"{where}.make_pairs", merged["make_pairs"], shared,
                            {"model": policy, "prompts": prompts}))
-        steps.append(_training_step(name, "dpo", f"{where}.dpo", merged["dpo"], policy, From(steps[-1].label), common["seed"]))
+        steps.append(_training_step(name, "dpo", f"{where}.dpo", merged["dpo"], policy, From(steps[-1].label), shared["seed"]))
         policy = name
         names.add(name)
     return steps
@@ -162,7 +168,7 @@ def _training_step(name: str, method: str, where: str, section: dict, base: str,
 
 
 def _step(label: str, kind: str, config: type, where: str, section, shared: dict, wired: dict) -> Step:
-    own = {f.name for f in fields(config)}
+    own = _keys(config)
     section = _mapping(section, where, own - set(wired))
     settings = {k: v for k, v in shared.items() if k in own} | section | wired
     return _checked(Step(label, kind, config, settings, where))

@@ -31,29 +31,22 @@ def versions_table(store: Store) -> Table:
     table = Table(title=f"versions in {store.root}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     table.add_column("version", no_wrap=True)
     table.add_column("created", no_wrap=True)
-    table.add_column("policy / judge", overflow="fold", min_width=10)
-    for column in ("prompts", "pairs", "ties", "unparsed"):
-        table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("summary", overflow="fold")
+    table.add_column("models", overflow="fold", min_width=6)
+    table.add_column("prompts", justify="right", no_wrap=True)
+    table.add_column("summary", overflow="fold", min_width=20)
     for v in store.versions():
-        m, stats = v.manifest, v.manifest.get("stats", {})
-        table.add_row(
-            v.id,
-            m.get("created_at", "")[:10],
-            _models(m),
-            str(m.get("counts", {}).get("prompts", "-")),
-            str(m.get("counts", {}).get("pairs", "-")),
-            _pct(stats.get("tie_rate")),
-            _pct(stats.get("parse_failure_rate")),
-            kind_summary(m),
-        )
+        m = v.manifest
+        table.add_row(v.id, m.get("created_at", "")[:10], _models(m), str(m.get("counts", {}).get("prompts", "-")), kind_summary(m))
     return table
 
 
 def kind_summary(manifest: dict) -> str:
-    """One line for `builder ls` about a version that is not a pairs version."""
+    """What `builder ls` says about a version, in a few words fitting its kind."""
     stats = manifest.get("stats", {})
     kind = manifest.get("kind")
+    if kind == "pairs":
+        return (f"{manifest['counts'].get('pairs', 0)} pairs, ties {_pct(stats.get('tie_rate'))}, "
+                f"unparsed {_pct(stats.get('parse_failure_rate'))}")
     if kind == "eft":
         return f"agreement {_pct(stats.get('agreement_rate'))}, {stats.get('eft_examples')} EFT examples"
     if kind == "prompts":
@@ -62,6 +55,11 @@ def kind_summary(manifest: dict) -> str:
         return f"{stats.get('ift_examples')} IFT + {stats.get('eft_examples')} EFT examples"
     if kind == "seed":
         return f"{stats.get('ift')} IFT, {stats.get('ranked_groups')} ranked groups"
+    if kind == "h2h":
+        return "; ".join(f"{m['match']}: win {_pct(m.get('win_rate'))} tie {_pct(m.get('tie_rate'))} loss {_pct(m.get('loss_rate'))}"
+                         for m in stats.get("matches", []))
+    if kind == "rm":
+        return f"pairwise accuracy {_pct(stats.get('pairwise_accuracy'))} over {stats.get('groups')} groups"
     return ""
 
 

@@ -20,6 +20,7 @@ from builder.models import resolve_model
 from builder.progress import console, quiet_transformers
 from builder.records import stable_hash
 from builder.store import Store, code_version, now
+from trainers.progress import RichProgress
 from trainers.registry import model_folder, write_model_card
 
 # The paper's learning rates per method; micro-batches sized for a 135M model on a CPU.
@@ -96,7 +97,7 @@ def trainer_arguments(config: TrainConfig, output_dir: Path, use_cpu: bool) -> d
         "bf16": not use_cpu,
         checkpointing_argument(): not use_cpu,
         "use_cpu": use_cpu,
-        "disable_tqdm": False,
+        "disable_tqdm": True,  # the rich bar of trainers/progress.py stands in for tqdm
         "max_length": config.max_length,
     }
 
@@ -113,7 +114,7 @@ def checkpointing_argument() -> str:
 def train(config: TrainConfig, store: Store) -> tuple[Path, bool]:
     """Train and register `config.name`. Returns (model folder, trained_now)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
     config.validate()
@@ -141,6 +142,8 @@ def train(config: TrainConfig, store: Store) -> tuple[Path, bool]:
         dpo_args = DPOConfig(**args, beta=config.beta, disable_dropout=config.dropout == 0,
                              precompute_ref_log_probs=config.precompute_ref_log_probs)
         trainer = DPOTrainer(model=model, args=dpo_args, train_dataset=dataset, processing_class=tokenizer)
+    trainer.remove_callback(PrinterCallback)  # with tqdm off it would print every log line; the full history is kept below
+    trainer.add_callback(RichProgress(f"{config.method} {config.name}"))
     checkpoints = sorted((work / "trainer").glob("checkpoint-*"))
     console.print(f"training {config.name} ({config.method}) from {config.base} on {version.id}: {len(dataset)} rows"
                   + (f", resuming from {checkpoints[-1].name}" if checkpoints else ""))
