@@ -20,12 +20,12 @@ _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 @dataclass(frozen=True)
 class ModelRef:
     spec: str  # what the user typed
-    path: Path  # a local folder that transformers (or vLLM) can load
+    path: Path | None  # a local folder that transformers (or vLLM) can load; None for a served model name
     fingerprint: str  # "sha256:…" of the weights, or "hf:repo@commit"
     description: str = ""
 
     def to_json(self) -> dict:
-        return {"spec": self.spec, "path": str(self.path), "fingerprint": self.fingerprint, "description": self.description}
+        return {"spec": self.spec, "path": str(self.path) if self.path else None, "fingerprint": self.fingerprint, "description": self.description}
 
 
 def cache_dir() -> Path:
@@ -33,7 +33,9 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def resolve_model(spec: str | None, store_root: Path | None = None) -> ModelRef:
+def resolve_model(spec: str | None, store_root: Path | None = None, served: bool = False) -> ModelRef:
+    """served=True (the openai backend): a spec that is not a local folder, a registered name or the default
+    is the name a server knows the model by; it is never looked up on the Hub, and the name is its identity."""
     spec = spec or DEFAULT_MODEL
     if Path(spec).expanduser().is_dir():
         path = Path(spec).expanduser().resolve()
@@ -43,6 +45,8 @@ def resolve_model(spec: str | None, store_root: Path | None = None) -> ModelRef:
     if store_root is not None and (store_root / "models" / spec).is_dir():
         path = (store_root / "models" / spec).resolve()
         return ModelRef(spec, path, folder_fingerprint(path), f"registered model {spec}")
+    if served:
+        return ModelRef(spec, None, f"served:{spec}", f"model {spec!r} as named by the endpoints")
     if "/" in spec and not spec.startswith((".", "/", "~")):
         return hub_model(spec)
     raise BuilderError(f"unknown model {spec!r}: not a folder, not a registered name, not a Hub id")
