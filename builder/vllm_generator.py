@@ -20,6 +20,16 @@ def use_loopback() -> None:
     os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
 
 
+def cpu_engine_settings() -> dict:
+    """vLLM's CPU build: eager mode and one process start in ~20 s instead of ~90 s, and a fixed KV cache
+    (2 GiB unless VLLM_CPU_KVCACHE_SPACE says otherwise) instead of reserving 92% of the machine's memory."""
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    settings = {"enforce_eager": True}
+    if not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+        settings["kv_cache_memory_bytes"] = 2 * 2**30
+    return settings
+
+
 def sampling_params(request: Request):
     from vllm import SamplingParams
 
@@ -47,11 +57,11 @@ class VllmGenerator:
         except ImportError:
             raise BuilderError(INSTALL_HINT) from None
         on_gpu = torch.cuda.is_available()
+        cpu_settings = {} if on_gpu else cpu_engine_settings()
         try:
-            # CUDA graphs pay off on a GPU; on a CPU eager mode starts in ~20 s instead of ~90 s.
             self.llm = LLM(
                 model=str(model.path), dtype=dtype, tensor_parallel_size=tensor_parallel_size,
-                max_model_len=max_model_len, enforce_eager=not on_gpu, seed=0,
+                max_model_len=max_model_len, seed=0, **cpu_settings,
             )
         except (OSError, ValueError) as error:
             raise BuilderError(f"vLLM cannot load {model.path}: {str(error).splitlines()[0]}") from None
