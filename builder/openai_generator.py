@@ -108,6 +108,7 @@ class OpenAIPoolGenerator:
         request_timeout: float = 600.0,
         max_retries: int = 5,
         api_key_env: str = "OPENAI_API_KEY",
+        max_choices_per_call: int | None = None,
     ):
         if not endpoints:
             raise BuilderError("--backend openai needs at least one --endpoint URL")
@@ -119,10 +120,12 @@ class OpenAIPoolGenerator:
         self.max_retries = max_retries
         self.backoff = 0.5  # seconds before a failing worker's first retry; doubles up to 30 s
         self.api_key_env = api_key_env
-        self.served_model = served_model_name(model, self.endpoints, self._headers(), self.timeout)
+        self.max_choices_per_call = max_choices_per_call
+        self.names = served_names(model, self.endpoints, self._headers(), self.timeout)
         self.count_tokens = local_token_counter(model)
-        # Endpoint URLs are left out on purpose: servers of the same model share one cache.
-        self.identity = {"backend": "openai", "model": model.fingerprint, "served_model": self.served_model}
+        # Endpoint URLs and served names are left out on purpose: servers of the same weights share one cache.
+        # A served name (a hosted model) is in the fingerprint itself.
+        self.identity = {"backend": "openai", "model": model.fingerprint}
 
     def _headers(self) -> dict:
         key = os.environ.get(self.api_key_env)
@@ -191,7 +194,8 @@ class OpenAIPoolGenerator:
         completions: list[Completion] = []
         round_index = 0
         while ask := top_up_plan(wanted, len(completions), round_index, max_rounds=wanted):
-            body = request_body(self.served_model, request, ask, topup_seed(request.seed, round_index))
+            ask = min(ask, self.max_choices_per_call or ask)
+            body = request_body(self.names[endpoint], request, ask, topup_seed(request.seed, round_index))
             payload = await post_json(client, f"{endpoint}/chat/completions", body)
             choices, usage_tokens = parse_choices(payload)
             completions += to_completions(choices[:ask], usage_tokens if len(choices) <= ask else None, self.count_tokens)
@@ -225,9 +229,10 @@ def error_message(response: httpx.Response) -> str:
     return one_line(str(detail))
 
 
-def served_model_name(model: ModelRef, endpoints: tuple[str, ...], headers: dict, timeout: httpx.Timeout) -> str:
-    """The name to send as `model`: the spec itself for a served name; for a local model, the one model
-    the servers list (vLLM names a model after its launch path, which need not match ours)."""
+def served_names(model: ModelRef, endpoints: tuple[str, ...], headers: dict, timeout: httpx.Timeout) -> dict[str, str]:
+    """The name to send as `model` to each endpoint: the spec itself for a served name; for a local model,
+    the one model each server lists (vLLM names a model after its launch path, which differs by server).
+    An endpoint down at start keeps the name most others use and joins the pool when it answers."""
     listed: dict[str, list[str]] = {}
     problems = []
     for endpoint in endpoints:
@@ -241,17 +246,22 @@ def served_model_name(model: ModelRef, endpoints: tuple[str, ...], headers: dict
         raise BuilderError(f"no endpoint answered GET /models: {', '.join(problems)}")
     if problems:
         console.print(f"[yellow]not answering now, kept in the pool: {', '.join(problems)}[/]")
-    names = sorted({name for found in listed.values() for name in found})
+    names = {endpoint: served_name(model, endpoint, found) for endpoint, found in listed.items()}
+    usual = max(set(names.values()), key=list(names.values()).count)
+    return {endpoint: names.get(endpoint, usual) for endpoint in endpoints}
+
+
+def served_name(model: ModelRef, endpoint: str, listed: list[str]) -> str:
     if model.path is None:
-        if names and model.spec not in names:
-            raise BuilderError(f"the endpoints do not serve {model.spec!r} (they serve: {', '.join(names[:10])})")
+        if listed and model.spec not in listed:
+            raise BuilderError(f"{endpoint} does not serve {model.spec!r} (it serves: {', '.join(listed[:10])})")
         return model.spec
-    local = [n for n in names if n in (model.spec, str(model.path))]
-    if local or len(names) == 1:
-        return (local or names)[0]
+    local = [n for n in listed if n in (model.spec, str(model.path))]
+    if local or len(listed) == 1:
+        return (local or listed)[0]
     raise BuilderError(
-        f"cannot tell which served model is {model.spec!r}: the endpoints serve {', '.join(names[:10]) or 'nothing'}; "
-        "pass that name as --model"
+        f"cannot tell which model {endpoint} serves is {model.spec!r} (it serves: {', '.join(listed[:10]) or 'nothing'}); "
+        "pass the served name as --model"
     )
 
 
