@@ -52,7 +52,7 @@ class VllmServer:
 
     def start(self, deadline_s: float = 400) -> None:
         command = [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model),
-                   "--host", "127.0.0.1", "--port", str(self.port), "--enforce-eager", "--max-model-len", "2048"]
+                   "--host", "127.0.0.1", "--port", str(self.port), "--enforce-eager"]
         with open(self.log, "a") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=vllm_env(), start_new_session=True)
         import httpx
@@ -74,6 +74,15 @@ class VllmServer:
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """The suite's tiny model with head_dim 32 (vLLM's CPU attention has no kernel for the usual 16)."""
+    from builder.judge import load_template
+    from tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model-vllm"), load_template().text, attention_heads=2)
 
 
 @pytest.fixture(scope="module")
