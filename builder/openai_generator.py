@@ -158,22 +158,24 @@ class OpenAIPoolGenerator:
                     failure.append(error)
                     finished.set()
 
+            streak = dict.fromkeys(self.endpoints, 0)  # failures of each endpoint since its last answer
+
             async def serve(endpoint: str) -> None:
-                rests = 0
                 while not finished.is_set():
                     request, attempt = await queue.get()
                     try:
                         completions = await self._answer(client, endpoint, request)
                     except RetryableError as error:
-                        if attempt >= self.max_retries:
-                            raise BuilderError(f"{endpoint}: {error} (gave up after {attempt + 1} tries)") from None
+                        streak[endpoint] += 1
+                        # Give up when one request has failed too often, or when every endpoint has (a dead pool).
+                        if attempt >= self.max_retries or all(n > self.max_retries for n in streak.values()):
+                            raise BuilderError(f"{endpoint}: {error} (gave up after {attempt + 1} tries of one request)") from None
                         queue.put_nowait((request, attempt + 1))
-                        rests += 1
-                        delay = min(self.backoff * 2 ** (rests - 1), 30.0)
+                        delay = min(self.backoff * 2 ** (streak[endpoint] - 1), 30.0)
                         console.print(f"[yellow]{endpoint}: {error}; retrying, this worker rests {delay:.1f} s[/]")
                         await asyncio.sleep(delay)
                         continue
-                    rests = 0
+                    streak[endpoint] = 0
                     on_answer(request, completions)
                     remaining["count"] -= 1
                     if remaining["count"] == 0:

@@ -132,7 +132,9 @@ def test_every_stage_through_an_openai_server_and_the_key_is_never_written(serve
 
     run_builder("make-prompts", "--n", "4", "--max-new-tokens", "16", *remote, check=True)
     run_builder("make-eft", "--limit", "2", "-k", "1", "--judge-max-new-tokens", "24", *remote, check=True)
-    run_builder("eval", "reward-model", "--ranked", ROOT / "tests" / "data" / "ranked_groups.jsonl", "--limit", "2", "-k", "1",
+    ranked = tmp_path / "ranked.jsonl"
+    ranked.write_text(json.dumps({"prompt": "Say hello.", "responses": ["Hello!", "It is a stone."], "ranks": [1, 2]}) + "\n")
+    run_builder("eval", "reward-model", "--ranked", ranked, "-k", "1",
                 "--judge-max-new-tokens", "24", *remote, check=True)
     remote_judge = [a if a != "--model" else "--judge" for a in remote]
     run_builder("eval", "head-to-head", "--a", tiny_model, "--b", tiny_model, "--b-temperature", "1.0", "--prompts", prompts_file,
