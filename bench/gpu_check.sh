@@ -3,6 +3,10 @@
 # version with --backend vllm and with --backend openai (against vLLM's OpenAI server on 127.0.0.1), then
 # runs bench/backends.py. Prints every figure; nothing leaves the machine.
 #
+# REQUIRES a GPU machine where `pip install vllm` works: vLLM's GPU wheel and its CUDA dependencies are
+# hundreds of MB to GBs, fetched from a package registry. A machine that cannot reach one (and cannot be
+# handed the wheels some other way) cannot run this check; the script says so and stops before measuring.
+#
 #   bash bench/gpu_check.sh                 # from the repository root; MODEL=DIR picks another local model
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -17,8 +21,11 @@ if [ ! -x .venv-gpu/bin/python ]; then
     || { echo "FAILED: pip install of the project (is a package registry reachable from here?)"; exit 1; }
 fi
 if ! .venv-gpu/bin/python -c "import vllm" 2>/dev/null; then
-  .venv-gpu/bin/pip install -q vllm \
-    || { echo "FAILED: pip install vllm (no package registry reachable from this machine?); nothing measured"; exit 1; }
+  .venv-gpu/bin/pip install -q vllm || {
+    echo "FAILED: pip install vllm did not work here. This check needs a GPU machine where 'pip install vllm' works"
+    echo "(vLLM's GPU wheel and CUDA libraries come from a package registry); nothing was measured."
+    exit 1
+  }
 fi
 py=.venv-gpu/bin/python
 $py -c "import torch, vllm; print('vllm', vllm.__version__, 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"

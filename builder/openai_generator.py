@@ -3,8 +3,9 @@
 Requests go through one shared queue; each endpoint takes from it with `max_concurrency` workers, so a
 faster server simply answers more. A failed call (connection error, timeout, 429, 5xx) goes back on the
 queue for any endpoint while its worker rests with exponential backoff; a request that fails
-`max_retries + 1` times, or any other HTTP error, ends the run. Answers are handed to the caller one by one
-as they complete, so the cache keeps them even when a server dies mid-run.
+`max_retries + 1` times, a pool whose every endpoint has failed more than `max_retries` times in a row, or
+any other HTTP error, ends the run. Answers are handed to the caller one by one as they complete, so the
+cache keeps them even when a server dies mid-run.
 
 The API key is read from the environment at call time and lives only in a request header.
 """
@@ -94,6 +95,36 @@ def top_up_plan(wanted: int, received: int, round_index: int, max_rounds: int) -
     return wanted - received
 
 
+class PoolHealth:
+    """Failures of each endpoint since its last answer. Calls that were already in flight when an endpoint
+    failed count once together: a server that drops its 8 open connections at once has failed once, not 8
+    times, so a dead pool is declared only after the backoff has really been waited out."""
+
+    def __init__(self, endpoints: tuple[str, ...]):
+        self.streak = dict.fromkeys(endpoints, 0)
+        self.last_failure = dict.fromkeys(endpoints, float("-inf"))
+
+    def failed(self, endpoint: str, call_started: float, now: float) -> None:
+        if call_started > self.last_failure[endpoint]:
+            self.streak[endpoint] += 1
+            self.last_failure[endpoint] = now
+
+    def answered(self, endpoint: str) -> None:
+        self.streak[endpoint] = 0
+
+    def all_dead(self, max_retries: int) -> bool:
+        return all(n > max_retries for n in self.streak.values())
+
+
+def give_up_reason(health: PoolHealth, attempt: int, max_retries: int) -> str | None:
+    """Why a run stops retrying, or None to retry: one request failed too often, or every endpoint has."""
+    if health.all_dead(max_retries):
+        return f"every endpoint failed {max_retries + 1} times in a row"
+    if attempt >= max_retries:
+        return f"one request failed {attempt + 1} times"
+    return None
+
+
 def one_line(text: str, limit: int = 200) -> str:
     line = " ".join(text.split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
@@ -158,24 +189,25 @@ class OpenAIPoolGenerator:
                     failure.append(error)
                     finished.set()
 
-            streak = dict.fromkeys(self.endpoints, 0)  # failures of each endpoint since its last answer
+            health = PoolHealth(self.endpoints)
 
             async def serve(endpoint: str) -> None:
+                loop = asyncio.get_running_loop()
                 while not finished.is_set():
                     request, attempt = await queue.get()
+                    started = loop.time()
                     try:
                         completions = await self._answer(client, endpoint, request)
                     except RetryableError as error:
-                        streak[endpoint] += 1
-                        # Give up when one request has failed too often, or when every endpoint has (a dead pool).
-                        if attempt >= self.max_retries or all(n > self.max_retries for n in streak.values()):
-                            raise BuilderError(f"{endpoint}: {error} (gave up after {attempt + 1} tries of one request)") from None
+                        health.failed(endpoint, started, loop.time())
+                        if reason := give_up_reason(health, attempt, self.max_retries):
+                            raise BuilderError(f"{endpoint}: {error}; gave up: {reason} (--max-retries {self.max_retries})") from None
                         queue.put_nowait((request, attempt + 1))
-                        delay = min(self.backoff * 2 ** (streak[endpoint] - 1), 30.0)
+                        delay = min(self.backoff * 2 ** max(health.streak[endpoint] - 1, 0), 30.0)
                         console.print(f"[yellow]{endpoint}: {error}; retrying, this worker rests {delay:.1f} s[/]")
                         await asyncio.sleep(delay)
                         continue
-                    streak[endpoint] = 0
+                    health.answered(endpoint)
                     on_answer(request, completions)
                     remaining["count"] -= 1
                     if remaining["count"] == 0:

@@ -70,8 +70,11 @@ class VllmServer:
         self.kill()
         raise RuntimeError(f"vLLM server not ready in {deadline_s} s; see {self.log}")
 
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def kill(self) -> None:
-        if self.process and self.process.poll() is None:
+        if self.running():
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=60)
 
@@ -86,11 +89,20 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model, tmp_path_factory):
+def shared_server(tiny_model, tmp_path_factory):
+    # One server for the module: it takes a minute or two to start on 2 cores.
     running = VllmServer(tiny_model, tmp_path_factory.mktemp("vllm-server") / "server.log")
     running.start()
     yield running
     running.kill()
+
+
+@pytest.fixture
+def server(shared_server):
+    """The shared server, started again if an earlier test killed it and failed before restarting it."""
+    if not shared_server.running():
+        shared_server.start()
+    return shared_server
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,9 @@ import pytest
 from conftest import run_builder
 
 from builder.errors import BuilderError
-from builder.openai_generator import RetryableError, base_url, parse_choices, request_body, to_completions, top_up_plan, topup_seed
+from builder.openai_generator import (
+    PoolHealth, RetryableError, base_url, give_up_reason, parse_choices, request_body, to_completions, top_up_plan, topup_seed,
+)
 from builder.records import Request, Sampling
 
 # Trimmed from a real answer of vLLM 0.32's OpenAI server (n=3, max_tokens=20, SmolLM2-135M-Instruct).
@@ -45,6 +47,29 @@ def test_request_body_is_greedy_with_one_choice_and_seeds_fit_every_server():
     assert body["n"] == 1 and body["temperature"] == 0.0 and "top_p" not in body and 0 <= body["seed"] < 2**31
     sampled = request_body("m", Request("k", request.messages, Sampling(3, 0.7, 0.9, 8), 1), 2, 1)
     assert (sampled["n"], sampled["top_p"], sampled["max_tokens"]) == (2, 0.9, 8)
+
+
+def test_calls_in_flight_when_an_endpoint_fails_count_as_one_failure():
+    health = PoolHealth(("a", "b"))
+    for started in (0.0, 0.1, 0.2):  # three calls open when "a" dropped them at t=1
+        health.failed("a", started, 1.0)
+    assert health.streak == {"a": 1, "b": 0}
+    health.failed("a", 1.5, 2.0)  # a call started after that failure is a new one
+    assert health.streak["a"] == 2
+    health.answered("a")
+    assert health.streak["a"] == 0
+
+
+def test_a_run_gives_up_on_a_dead_pool_or_a_request_that_keeps_failing():
+    health = PoolHealth(("a", "b"))
+    assert give_up_reason(health, attempt=0, max_retries=2) is None
+    assert "one request failed 3 times" in give_up_reason(health, attempt=2, max_retries=2)
+    for t in range(3):
+        health.failed("a", t, t + 0.5)
+    assert give_up_reason(health, attempt=0, max_retries=2) is None  # "b" still answers
+    for t in range(3):
+        health.failed("b", t, t + 0.5)
+    assert "every endpoint failed 3 times in a row" in give_up_reason(health, attempt=0, max_retries=2)
 
 
 def test_endpoint_urls_mean_the_api_root():
