@@ -80,15 +80,6 @@ class VllmServer:
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    """The suite's tiny model with head_dim 32 (vLLM's CPU attention has no kernel for the usual 16)."""
-    from builder.judge import load_template
-    from tiny_model import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-model-vllm"), load_template().text, attention_heads=2)
-
-
-@pytest.fixture(scope="module")
 def shared_server(tiny_model, tmp_path_factory):
     # One server for the module: it takes a minute or two to start on 2 cores.
     running = VllmServer(tiny_model, tmp_path_factory.mktemp("vllm-server") / "server.log")

@@ -45,8 +45,9 @@ def _train_tokenizer(corpus: list[str]):
     )
 
 
-def build_tiny_model(out_dir: Path, judge_template: str, steps: int = 120, attention_heads: int = 4) -> Path:
-    """attention_heads=2 gives head_dim 32, the smallest vLLM's CPU attention supports."""
+def build_tiny_model(out_dir: Path, judge_template: str, steps: int = 120, attention_heads: int = 2) -> Path:
+    """2 attention heads of hidden size 64 give head_dim 32, the smallest vLLM's CPU attention supports, so the
+    one model serves every test, the vLLM ones included."""
     import torch
     from datasets import Dataset
     from transformers import LlamaConfig, LlamaForCausalLM
