@@ -22,9 +22,12 @@ def use_loopback() -> None:
 
 def cpu_engine_settings() -> dict:
     """vLLM's CPU build: eager mode and one process start in ~20 s instead of ~90 s, and a fixed KV cache
-    (2 GiB unless VLLM_CPU_KVCACHE_SPACE says otherwise) instead of reserving 92% of the machine's memory."""
+    (2 GiB unless VLLM_CPU_KVCACHE_SPACE says otherwise) instead of reserving 92% of the machine's memory.
+    No chunked prefill: vLLM 0.32 rewinds a seeded request's generator after a partial prefill, which a CPU
+    generator cannot do (`RuntimeError: CPU Generator does not use offset`), so long judge prompts in a full
+    batch crashed the engine."""
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    settings = {"enforce_eager": True}
+    settings = {"enforce_eager": True, "enable_chunked_prefill": False}
     if not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
         settings["kv_cache_memory_bytes"] = 2 * 2**30
     return settings

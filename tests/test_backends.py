@@ -52,7 +52,7 @@ class VllmServer:
 
     def start(self, deadline_s: float = 400) -> None:
         command = [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model),
-                   "--host", "127.0.0.1", "--port", str(self.port), "--enforce-eager"]
+                   "--host", "127.0.0.1", "--port", str(self.port), "--enforce-eager", "--no-enable-chunked-prefill"]
         with open(self.log, "a") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=vllm_env(), start_new_session=True)
         import httpx
