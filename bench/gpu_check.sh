@@ -37,12 +37,13 @@ echo "== make-pairs --backend vllm"
 /usr/bin/time -f "wall %e s" $py -c "from builder.cli import main; main()" make-pairs --backend vllm "${fast[@]}" || echo "FAILED: --backend vllm"
 
 echo "== make-pairs --backend openai (vLLM server on 127.0.0.1:18000)"
-$py -m vllm.entrypoints.openai.api_server --model "$model" --host 127.0.0.1 --port 18000 > "$log/server.log" 2>&1 &
+# its own process group (setsid), so that stopping it also stops vLLM's engine-core child process
+setsid $py -m vllm.entrypoints.openai.api_server --model "$model" --host 127.0.0.1 --port 18000 > "$log/server.log" 2>&1 &
 server=$!
 for _ in $(seq 1 180); do curl -sf http://127.0.0.1:18000/v1/models > /dev/null && break; sleep 2; done
 /usr/bin/time -f "wall %e s" $py -c "from builder.cli import main; main()" make-pairs --backend openai --endpoint http://127.0.0.1:18000/v1 \
   --max-concurrency 64 --seed 1 "${fast[@]}" || echo "FAILED: --backend openai (server log: $log/server.log)"
-kill "$server"; wait "$server" 2>/dev/null
+kill -- -"$server"; wait "$server" 2>/dev/null
 
 $py -c "from builder.cli import main; main()" ls --store "$store"
 echo "== bench/backends.py (transformers vs vllm vs HTTP to vllm)"
