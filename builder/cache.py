@@ -1,11 +1,13 @@
 """Paid-for work is saved as it completes and never computed twice.
 
-The cache is a folder of parquet shards, one per finished batch, each row one sample of one request.
+The cache is a folder of parquet shards, one per finished batch (or, for backends that answer one request
+at a time, per second of answers), each row one sample of one request.
 A shard is written to a temporary name and renamed, so a kill leaves either a whole shard or none.
 Only successful completions are ever written: a failed call leaves no trace and is asked again.
 """
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,15 +69,59 @@ def run_requests(
     done = cache.load({r.key for r in unique})
     with progress_bar() as bar:
         task = bar.add_task(label, total=len(unique), completed=sum(r.key in done for r in unique))
+        if hasattr(generator, "generate_streaming"):
+            missing = [r for batch in plan_batches(unique, batch_size) for r in batch if r.key not in done]
+            with ShardWriter(cache) as writer:
+
+                def keep(request: Request, completions: list[Completion]) -> None:
+                    check_count(request, completions)
+                    writer.add(request, completions)
+                    done[request.key] = completions
+                    bar.advance(task, 1)
+
+                generator.generate_streaming(missing, keep)
+            return done
         for batch in plan_batches(unique, batch_size):
             missing = [r for r in batch if r.key not in done]
             if not missing:
                 continue
             answers = generator.generate(missing)
             for request, completions in zip(missing, answers, strict=True):
-                if len(completions) != request.sampling.n:
-                    raise RuntimeError(f"backend returned {len(completions)} of {request.sampling.n} samples")
+                check_count(request, completions)
             cache.save(missing, answers)
             done.update((r.key, a) for r, a in zip(missing, answers))
             bar.advance(task, len(missing))
     return done
+
+
+def check_count(request: Request, completions: list[Completion]) -> None:
+    if len(completions) != request.sampling.n:
+        raise RuntimeError(f"backend returned {len(completions)} of {request.sampling.n} samples")
+
+
+class ShardWriter:
+    """Saves answers that arrive one by one: a shard at most every `interval` seconds, and whatever is
+    pending when the run ends or fails (a dead server must not cost the answers already received)."""
+
+    def __init__(self, cache: GenerationCache, interval: float = 1.0):
+        self.cache, self.interval = cache, interval
+        self.pending: list[tuple[Request, list[Completion]]] = []
+        self.last_flush = time.monotonic()
+
+    def add(self, request: Request, completions: list[Completion]) -> None:
+        self.pending.append((request, completions))
+        if time.monotonic() - self.last_flush >= self.interval:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            requests, answers = zip(*self.pending)
+            self.cache.save(list(requests), list(answers))
+            self.pending = []
+        self.last_flush = time.monotonic()
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.flush()

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from builder.backend_options import backend_options
 from builder.errors import BuilderError
 from builder.progress import console
 
@@ -63,7 +64,7 @@ def cli():
 @click.option("--judge-max-new-tokens", type=int, default=256, show_default=True)
 @click.option("--judge-template", type=click.Path(dir_okay=False), default=None, help="A template file with {prompt} and {response} [default: the additive 5-point template]")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--backend", type=click.Choice(["transformers"]), default="transformers", show_default=True)
+@backend_options
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Requests per generate call")
 @click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default="bfloat16", show_default=True)
 @store_option
@@ -96,12 +97,11 @@ def _generation_options(command):
     for option in reversed([
         click.option("--model", "-m", default=None, help="A local folder, a registered name, a Hub id, or the embedded default"),
         click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--backend", type=click.Choice(["transformers"]), default="transformers", show_default=True),
         click.option("--batch-size", type=int, default=16, show_default=True, help="Requests per generate call"),
         click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default="bfloat16", show_default=True),
     ]):
         command = option(command)
-    return command
+    return backend_options(command)
 
 
 def _report(version, built: bool) -> None:

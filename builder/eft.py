@@ -24,6 +24,7 @@ import polars as pl
 from builder.aggregate import score_candidates, unlabelled
 from builder.card import render_kind_card
 from builder.errors import BuilderError
+from builder.backend_options import EngineOptions
 from builder.generators import load_generator
 from builder.judge import JudgeTemplate, load_template
 from builder.make_pairs import judge_candidates
@@ -51,6 +52,7 @@ class MakeEftConfig:
     backend: str = "transformers"
     batch_size: int = 16
     dtype: str = "bfloat16"
+    engine_options: EngineOptions = EngineOptions()
 
     def validate(self) -> None:
         for name in ("n_judgments", "judge_max_new_tokens", "batch_size"):
@@ -78,7 +80,7 @@ def make_eft(config: MakeEftConfig, store: Store) -> tuple[Version, bool]:
     prompts, candidates, dropped_groups = ranked_tables(raw, source.spec, config.limit)
     heldout = held_out_ids(prompts["prompt_id"].to_list(), config.held_out, config.seed)
     template = load_template(config.judge_template)
-    model_ref = resolve_model(config.model, store.root)
+    model_ref = resolve_model(config.model, store.root, config.backend == "openai")
     sampling = Sampling(config.n_judgments, config.judge_temperature, config.judge_top_p, config.judge_max_new_tokens)
     engine = {"backend": config.backend, "dtype": config.dtype, "batch_size": config.batch_size}
     identity = {
@@ -93,7 +95,7 @@ def make_eft(config: MakeEftConfig, store: Store) -> tuple[Version, bool]:
     train_prompts = prompts.filter(~pl.col("prompt_id").is_in(list(heldout)))
     train = candidates.filter(~pl.col("prompt_id").is_in(list(heldout)))
     started = time.perf_counter()
-    judge = load_generator(model_ref, config.backend, dtype=config.dtype, batch_size=config.batch_size)
+    judge = load_generator(model_ref, config.backend, config.dtype, config.batch_size, config.engine_options)
     judgments = judge_candidates(judge, template, train_prompts, train, sampling, config.seed, store, config.batch_size)
     judging_s = time.perf_counter() - started
     scored = score_candidates(train, judgments).sort("candidate_id")

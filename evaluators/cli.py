@@ -2,12 +2,12 @@
 
 import click
 
+from builder.backend_options import backend_options
 from builder.cli import _store, store_option
 from builder.progress import console
 
 ENGINE = [
     click.option("--seed", type=int, default=0, show_default=True),
-    click.option("--backend", type=click.Choice(["transformers"]), default="transformers", show_default=True),
     click.option("--batch-size", type=int, default=16, show_default=True, help="Requests per generate call"),
     click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default="bfloat16", show_default=True),
     store_option,
@@ -17,7 +17,7 @@ ENGINE = [
 def engine_options(command):
     for option in reversed(ENGINE):
         command = option(command)
-    return command
+    return backend_options(command)
 
 
 def report(version, built: bool) -> None:

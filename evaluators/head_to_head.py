@@ -12,6 +12,7 @@ import polars as pl
 
 from builder.cache import run_requests
 from builder.errors import BuilderError
+from builder.backend_options import EngineOptions
 from builder.generators import Generator, load_generator
 from builder.models import ModelRef, resolve_model
 from builder.prompts import load_prompts
@@ -45,6 +46,7 @@ class HeadToHeadConfig:
     backend: str = "transformers"
     batch_size: int = 16
     dtype: str = "bfloat16"
+    engine_options: EngineOptions = EngineOptions()
 
     def validate(self) -> None:
         if not self.a or not self.b:
@@ -67,8 +69,8 @@ class HeadToHeadConfig:
 def head_to_head(config: HeadToHeadConfig, store: Store) -> tuple[Version, bool]:
     config.validate()
     sampling = lambda temperature: Sampling(1, temperature, config.top_p, config.max_new_tokens)  # noqa: E731
-    a_side = [resolve_contestant(spec, sampling(config.a_temperature), store) for spec in config.a]
-    b_side = [resolve_contestant(spec, sampling(config.b_temperature), store) for spec in config.b]
+    a_side = [resolve_contestant(spec, sampling(config.a_temperature), store, config.backend == "openai") for spec in config.a]
+    b_side = [resolve_contestant(spec, sampling(config.b_temperature), store, config.backend == "openai") for spec in config.b]
     contestants = labelled(list({c: None for c in a_side + b_side}))
     by_key = {(c.spec, c.sampling): c for c in contestants}
     a_side, b_side = [by_key[c.spec, c.sampling] for c in a_side], [by_key[c.spec, c.sampling] for c in b_side]
@@ -88,7 +90,7 @@ def head_to_head(config: HeadToHeadConfig, store: Store) -> tuple[Version, bool]
         aligned(answers, prompts, c, source_spec)  # fail before any model is loaded
 
     template = load_pairwise_template(config.judge_template)
-    judge_ref = resolve_model(config.judge, store.root)
+    judge_ref = resolve_model(config.judge, store.root, config.backend == "openai")
     judge_sampling = Sampling(1, config.judge_temperature, config.judge_top_p, config.judge_max_new_tokens)
     engine = {"backend": config.backend, "dtype": config.dtype, "batch_size": config.batch_size}
     identity = {
@@ -107,7 +109,7 @@ def head_to_head(config: HeadToHeadConfig, store: Store) -> tuple[Version, bool]
 
     started = time.perf_counter()
     generators: dict[ModelRef, Generator] = {}
-    load = lambda ref: generators.setdefault(ref, load_generator(ref, config.backend, dtype=config.dtype, batch_size=config.batch_size))  # noqa: E731
+    load = lambda ref: generators.setdefault(ref, load_generator(ref, config.backend, config.dtype, config.batch_size, config.engine_options))  # noqa: E731
     answers = {}
     for c in contestants:
         found = answer_files[c][1] if c in answer_files else generate_answers(load(c.model), c, prompts, config.seed, store, config.batch_size)

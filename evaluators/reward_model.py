@@ -13,6 +13,7 @@ import polars as pl
 
 from builder.aggregate import score_candidates
 from builder.errors import BuilderError
+from builder.backend_options import EngineOptions
 from builder.generators import load_generator
 from builder.judge import load_template
 from builder.make_pairs import judge_candidates
@@ -40,6 +41,7 @@ class RewardModelConfig:
     backend: str = "transformers"
     batch_size: int = 16
     dtype: str = "bfloat16"
+    engine_options: EngineOptions = EngineOptions()
 
     def validate(self) -> None:
         for name in ("n_judgments", "judge_max_new_tokens", "batch_size"):
@@ -97,7 +99,7 @@ def evaluate_reward_model(config: RewardModelConfig, store: Store) -> tuple[Vers
     config.validate()
     prompts, candidates, dropped_groups = load_ranked_groups(config.ranked, config.limit)
     template = load_template(config.judge_template)
-    judge_ref = resolve_model(config.model, store.root)
+    judge_ref = resolve_model(config.model, store.root, config.backend == "openai")
     sampling = Sampling(config.n_judgments, config.judge_temperature, config.judge_top_p, config.judge_max_new_tokens)
     engine = {"backend": config.backend, "dtype": config.dtype, "batch_size": config.batch_size}
     identity = {
@@ -113,7 +115,7 @@ def evaluate_reward_model(config: RewardModelConfig, store: Store) -> tuple[Vers
         return store.load(vid), False
 
     started = time.perf_counter()
-    judge = load_generator(judge_ref, config.backend, dtype=config.dtype, batch_size=config.batch_size)
+    judge = load_generator(judge_ref, config.backend, config.dtype, config.batch_size, config.engine_options)
     judgments = judge_candidates(judge, template, prompts, candidates, sampling, config.seed, store, config.batch_size)
     judging_s = time.perf_counter() - started
     scored = score_candidates(candidates, judgments).sort("candidate_id")

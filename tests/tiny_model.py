@@ -45,7 +45,9 @@ def _train_tokenizer(corpus: list[str]):
     )
 
 
-def build_tiny_model(out_dir: Path, judge_template: str, steps: int = 120) -> Path:
+def build_tiny_model(out_dir: Path, judge_template: str, steps: int = 120, attention_heads: int = 2) -> Path:
+    """2 attention heads of hidden size 64 give head_dim 32, the smallest vLLM's CPU attention supports, so the
+    one model serves every test, the vLLM ones included."""
     import torch
     from datasets import Dataset
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -58,8 +60,8 @@ def build_tiny_model(out_dir: Path, judge_template: str, steps: int = 120) -> Pa
     corpus = [m["content"] for e in examples for m in e["prompt"] + e["completion"]]
     tokenizer = _train_tokenizer(corpus)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=4, max_position_embeddings=1024, tie_word_embeddings=True,
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=attention_heads,
+        num_key_value_heads=attention_heads, max_position_embeddings=1024, tie_word_embeddings=True,
         bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
     model = LlamaForCausalLM(config)
