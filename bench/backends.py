@@ -154,6 +154,7 @@ def main() -> None:
     base = MakePairsConfig(model=str(model.path), limit=args.limit, max_new_tokens=args.max_new_tokens,
                            judge_max_new_tokens=args.judge_max_new_tokens, batch_size=args.batch_size, dtype=args.dtype)
     results, server = [], None
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a `timeout` still runs the finally that stops the server
     try:
         for backend in args.backends.split(","):
             options = EngineOptions()
@@ -161,6 +162,9 @@ def main() -> None:
                 server, url = start_server(model.path, args.dtype, Path(tempfile.gettempdir()) / "bench-vllm-server.log")
                 options = EngineOptions(endpoints=(url,), max_concurrency=args.batch_size)
             result = measure(replace(base, backend=backend, engine_options=options), options)
+            if server is not None:  # an idle server still holds memory and threads: gone before the next backend
+                stop_server(server)
+                server = None
             print(json.dumps(result), flush=True)
             results.append(result)
     finally:
