@@ -246,11 +246,11 @@ def run_command(recipe, dry_run, store):
     from builder.recipe import load_recipe, record_run, run_recipe
     from builder.show import plan_table, run_table, stdout
 
-    plan = load_recipe(recipe, _store(store))
-    if dry_run:
-        stdout().print(plan_table(plan, _store(store)))
-        return
     recorded = _store(store)
+    plan = load_recipe(recipe, recorded)
+    if dry_run:
+        stdout().print(plan_table(plan, recorded))
+        return
     recorded.recipe = plan.provenance()
 
     def announce(i, step):
@@ -269,7 +269,7 @@ def models_command(store):
     from rich.table import Table
 
     from builder.show import stdout
-    from trainers.registry import ancestry, registered_models
+    from trainers.registry import ancestry, final_metrics, registered_models
 
     models = registered_models(_store(store))
     by_name = {m["name"]: m for m in models}
@@ -277,8 +277,7 @@ def models_command(store):
     for column in ("name", "lineage", "method", "data", "steps", "final metrics"):
         table.add_column(column, overflow="fold", no_wrap=column == "lineage")
     for m in models:
-        metrics = ", ".join(f"{k} {v:.3g}" for k, v in m["metrics"].items() if k in ("train_loss", "rewards/accuracies", "rewards/margins"))
-        table.add_row(m["name"], " → ".join(ancestry(m, by_name)), m["method"], m["data"]["version"], str(m["steps"]), metrics)
+        table.add_row(m["name"], " → ".join(ancestry(m, by_name)), m["method"], m["data"]["version"], str(m["steps"]), final_metrics(m["metrics"]))
     stdout().print(table)
 
 

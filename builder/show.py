@@ -206,12 +206,13 @@ def run_table(rows: list[dict], store: Store) -> Table:
     """After `builder run`: what each step made, whether it ran now, and each model's final TRL metrics."""
     import json
 
+    from trainers.registry import final_metrics
+
     table = Table(title="run", title_justify="left", box=box.SIMPLE)
     for column in ("step", "output", "this run", "seconds", "final metrics"):
         table.add_column(column, overflow="fold")
     for row in rows:
         lineage = store.root / "models" / row["output"] / "lineage.json"
         metrics = json.loads(lineage.read_text())["metrics"] if " train " in row["step"] and lineage.exists() else {}
-        shown = ", ".join(f"{k} {v:.3g}" for k, v in metrics.items() if k in ("train_loss", "rewards/accuracies", "rewards/margins"))
-        table.add_row(row["step"], row["output"], "built" if row["ran"] else "skipped", f"{row['seconds']:.0f}", shown)
+        table.add_row(row["step"], row["output"], "built" if row["ran"] else "skipped", f"{row['seconds']:.0f}", final_metrics(metrics))
     return table

@@ -21,6 +21,11 @@ def registered_models(store: Store) -> list[dict]:
     return sorted(found, key=lambda lineage: lineage["created_at"])
 
 
+def final_metrics(metrics: dict) -> str:
+    """The figures a listing shows of a model: training loss and, for DPO, reward accuracy and margin."""
+    return ", ".join(f"{k} {v:.3g}" for k, v in metrics.items() if k in ("train_loss", "rewards/accuracies", "rewards/margins"))
+
+
 def ancestry(lineage: dict, by_name: dict[str, dict]) -> list[str]:
     """M0 → M1 → M2: the chain of bases, following registered names back to the first outside model."""
     chain = [lineage["name"]]
