@@ -47,6 +47,19 @@ _OPTIONS = [
 _FIELDS = ("endpoints", "max_concurrency", "request_timeout", "max_retries", "api_key_env", "tensor_parallel_size", "max_model_len")
 
 
+_JUDGE_OPTIONS = [
+    click.option("--judge-backend", type=click.Choice(BACKENDS), default=None,
+                 help="The judge's own backend [default: --backend; openai when --judge-endpoint is given]"),
+    click.option("--judge-endpoint", "judge_endpoints", multiple=True, help="openai: a server for the judge alone, e.g. a hosted API; repeat for a pool"),
+    click.option("--judge-api-key-env", default="OPENAI_API_KEY", show_default=True, help="openai: environment variable with the judge's API key"),
+]
+
+
+def judge_engine(backend: str, options: EngineOptions, judge_backend: str | None, judge_options: EngineOptions | None) -> tuple[str, EngineOptions]:
+    """The judge's backend and options: its own where given, the policy's otherwise."""
+    return (judge_backend, judge_options or EngineOptions()) if judge_backend else (backend, options)
+
+
 def backend_options(command):
     """Adds the backend options; the command receives `backend` and one `engine_options` (EngineOptions)."""
 
@@ -57,5 +70,29 @@ def backend_options(command):
         return command(*args, engine_options=options, **kwargs)
 
     for option in reversed(_OPTIONS):
+        gather = option(gather)
+    return gather
+
+
+def judge_backend_options(command):
+    """Adds the judge's own backend options (after backend_options); the command receives `judge_backend` (None:
+    the policy's) and `judge_engine_options`. Concurrency, timeout and retries are shared with the policy's."""
+
+    @functools.wraps(command)
+    def gather(*args, **kwargs):
+        backend, endpoints, key_env = kwargs.pop("judge_backend"), kwargs.pop("judge_endpoints"), kwargs.pop("judge_api_key_env")
+        options = None
+        if endpoints and backend not in (None, "openai"):
+            raise BuilderError("--judge-endpoint needs --judge-backend openai")
+        backend = backend or ("openai" if endpoints else None)
+        if backend == "openai" and not endpoints:
+            raise BuilderError("--judge-backend openai needs at least one --judge-endpoint URL")
+        if backend is not None:
+            shared = kwargs["engine_options"]
+            options = EngineOptions(endpoints, shared.max_concurrency, shared.request_timeout, shared.max_retries, key_env)
+            options.check(backend)
+        return command(*args, judge_backend=backend, judge_engine_options=options, **kwargs)
+
+    for option in reversed(_JUDGE_OPTIONS):
         gather = option(gather)
     return gather

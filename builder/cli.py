@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from builder.backend_options import backend_options
+from builder.backend_options import backend_options, judge_backend_options
 from builder.errors import BuilderError
 from builder.progress import console
 
@@ -65,6 +65,7 @@ def cli():
 @click.option("--judge-template", type=click.Path(dir_okay=False), default=None, help="A template file with {prompt} and {response} [default: the additive 5-point template]")
 @click.option("--seed", type=int, default=0, show_default=True)
 @backend_options
+@judge_backend_options
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Requests per generate call")
 @click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default="bfloat16", show_default=True)
 @store_option

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 import polars as pl
 
 from builder.aggregate import build_labels
-from builder.backend_options import EngineOptions
+from builder.backend_options import EngineOptions, judge_engine
 from builder.cache import run_requests
 from builder.card import render_pairs_card
 from builder.errors import BuilderError
@@ -67,6 +67,8 @@ class MakePairsConfig:
     batch_size: int = 16
     dtype: str = "bfloat16"
     engine_options: EngineOptions = EngineOptions()
+    judge_backend: str | None = None  # None: the policy's backend and options
+    judge_engine_options: EngineOptions | None = None
 
     def validate(self) -> None:
         for name in ("n_samples", "n_judgments", "max_new_tokens", "judge_max_new_tokens", "batch_size"):
@@ -89,9 +91,9 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
     config.validate()
     prompts, dropped_prompts, source = load_prompts(config.prompts, store, config.limit)
     template = load_template(config.judge_template)
-    served = config.backend == "openai"
-    policy_ref = resolve_model(config.model, store.root, served)
-    judge_ref = policy_ref if config.judge is None else resolve_model(config.judge, store.root, served)
+    judge_backend, judge_options = judge_engine(config.backend, config.engine_options, config.judge_backend, config.judge_engine_options)
+    policy_ref = resolve_model(config.model, store.root, config.backend == "openai")
+    judge_ref = policy_ref if config.judge is None else resolve_model(config.judge, store.root, judge_backend == "openai")
     candidate_sampling = Sampling(config.n_samples, config.temperature, config.top_p, config.max_new_tokens)
     judge_sampling = Sampling(config.n_judgments, config.judge_temperature, config.judge_top_p, config.judge_max_new_tokens)
     engine = {"backend": config.backend, "dtype": config.dtype, "batch_size": config.batch_size}
@@ -104,14 +106,15 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
         "judgments": asdict(judge_sampling),
         "judge_template": template.sha256,
         "seed": config.seed,
-    }
+    } | ({"judge_engine": {"backend": judge_backend}} if judge_backend != config.backend else {})
     vid = version_id("pairs", identity)
     if store.exists(vid):
         return store.load(vid), False
 
     options = {"dtype": config.dtype, "batch_size": config.batch_size, "engine_options": config.engine_options}
     policy = load_generator(policy_ref, config.backend, **options)
-    judge = policy if judge_ref == policy_ref else load_generator(judge_ref, config.backend, **options)
+    same_engine = judge_ref == policy_ref and (judge_backend, judge_options) == (config.backend, config.engine_options)
+    judge = policy if same_engine else load_generator(judge_ref, judge_backend, **options | {"engine_options": judge_options})
 
     started = time.perf_counter()
     candidates = generate_candidates(policy, prompts, candidate_sampling, config.seed, store, config.batch_size)

@@ -2,7 +2,7 @@
 
 import click
 
-from builder.backend_options import backend_options
+from builder.backend_options import backend_options, judge_backend_options
 from builder.cli import _store, store_option
 from builder.progress import console
 
@@ -47,6 +47,7 @@ def eval_group():
 @click.option("--judge-max-new-tokens", type=int, default=256, show_default=True)
 @click.option("--judge-template", type=click.Path(dir_okay=False), default=None, help="A template with {prompt}, {response_1}, {response_2} [default: the pairwise template]")
 @engine_options
+@judge_backend_options
 def head_to_head_command(store, a, b, **options):
     """Judge A against B on every prompt, in both orders; write a verdicts version and print the summary."""
     from builder.show import stdout

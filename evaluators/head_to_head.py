@@ -12,7 +12,7 @@ import polars as pl
 
 from builder.cache import run_requests
 from builder.errors import BuilderError
-from builder.backend_options import EngineOptions
+from builder.backend_options import EngineOptions, judge_engine
 from builder.generators import Generator, load_generator
 from builder.models import ModelRef, resolve_model
 from builder.prompts import load_prompts
@@ -47,6 +47,8 @@ class HeadToHeadConfig:
     batch_size: int = 16
     dtype: str = "bfloat16"
     engine_options: EngineOptions = EngineOptions()
+    judge_backend: str | None = None  # None: the contestants' backend and options
+    judge_engine_options: EngineOptions | None = None
 
     def validate(self) -> None:
         if not self.a or not self.b:
@@ -90,7 +92,8 @@ def head_to_head(config: HeadToHeadConfig, store: Store) -> tuple[Version, bool]
         aligned(answers, prompts, c, source_spec)  # fail before any model is loaded
 
     template = load_pairwise_template(config.judge_template)
-    judge_ref = resolve_model(config.judge, store.root, config.backend == "openai")
+    judge_backend, judge_options = judge_engine(config.backend, config.engine_options, config.judge_backend, config.judge_engine_options)
+    judge_ref = resolve_model(config.judge, store.root, judge_backend == "openai")
     judge_sampling = Sampling(1, config.judge_temperature, config.judge_top_p, config.judge_max_new_tokens)
     engine = {"backend": config.backend, "dtype": config.dtype, "batch_size": config.batch_size}
     identity = {
@@ -102,14 +105,19 @@ def head_to_head(config: HeadToHeadConfig, store: Store) -> tuple[Version, bool]
         "judge_template": template.sha256,
         "engine": engine,
         "seed": config.seed,
-    }
+    } | ({"judge_engine": {"backend": judge_backend}} if judge_backend != config.backend else {})
     vid = version_id("h2h", identity)
     if store.exists(vid):
         return store.load(vid), False
 
     started = time.perf_counter()
-    generators: dict[ModelRef, Generator] = {}
-    load = lambda ref: generators.setdefault(ref, load_generator(ref, config.backend, config.dtype, config.batch_size, config.engine_options))  # noqa: E731
+    generators: dict[tuple[ModelRef, str, EngineOptions], Generator] = {}
+
+    def load(ref: ModelRef, backend: str = config.backend, options: EngineOptions = config.engine_options) -> Generator:
+        if (ref, backend, options) not in generators:
+            generators[ref, backend, options] = load_generator(ref, backend, config.dtype, config.batch_size, options)
+        return generators[ref, backend, options]
+
     answers = {}
     for c in contestants:
         found = answer_files[c][1] if c in answer_files else generate_answers(load(c.model), c, prompts, config.seed, store, config.batch_size)
@@ -117,7 +125,7 @@ def head_to_head(config: HeadToHeadConfig, store: Store) -> tuple[Version, bool]
     answers_s = time.perf_counter() - started
 
     pairs = pl.concat([match_rows(a, b, prompts, answers[a], answers[b]) for a, b in matches])
-    judge = load(judge_ref)
+    judge = load(judge_ref, judge_backend, judge_options)
     verdicts = judge_pairs(judge, template, pairs, judge_sampling, config.seed, store, config.batch_size)
     judging_s = time.perf_counter() - started - answers_s
 

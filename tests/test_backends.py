@@ -200,3 +200,23 @@ def test_a_server_that_returns_fewer_choices_is_topped_up(server, tiny_model):
     assert len(topped_up) == 4 and all(c.n_tokens > 0 for c in topped_up)
     assert generator.generate([request])[0] == topped_up, "every call is seeded: the same request, the same answers"
     assert len(OpenAIPoolGenerator(resolve_model(str(tiny_model)), (server.url,)).generate([request])[0]) == 4
+
+
+def test_a_local_policy_judged_through_a_server(server, tiny_model, prompts_file, tmp_path):
+    # The policy answers in-process; the judge is a served model, as a hosted GPT-4-class judge would be.
+    store = tmp_path / "store"
+    local = ["--model", tiny_model, "--store", store, "--dtype", "float32"]
+    pairs = run_builder("make-pairs", "--prompts", prompts_file, *FAST, *local, "--judge-endpoint", server.url, check=True)
+    version = pairs.stdout.strip().splitlines()[-1]
+    manifest = json.loads((store / version / "manifest.json").read_text())
+    assert manifest["policy"]["engine"]["backend"] == "transformers" and manifest["judge"]["engine"]["backend"] == "openai"
+    assert manifest["identity"]["judge_engine"] == {"backend": "openai"}
+    assert pl.read_parquet(store / version / "judgments.parquet").height == 16
+    self_judged = run_builder("make-pairs", "--prompts", prompts_file, *FAST, *local, "--limit", "1", check=True)
+    assert "judge_engine" not in json.loads((store / self_judged.stdout.strip().splitlines()[-1] / "manifest.json").read_text())["identity"]
+
+    h2h = run_builder("eval", "head-to-head", "--a", tiny_model, "--b", tiny_model, "--b-temperature", "1.0", "--prompts", prompts_file,
+                      "--max-new-tokens", "12", "--judge-max-new-tokens", "16", "--judge", tiny_model, "--judge-endpoint", server.url,
+                      "--store", store, "--dtype", "float32", check=True)
+    h2h_manifest = json.loads((store / h2h.stdout.strip().splitlines()[-1] / "manifest.json").read_text())
+    assert h2h_manifest["judge"]["engine"]["backend"] == "openai"

@@ -25,6 +25,8 @@ CASES = {
     "top-p out of range": (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
     "negative temperature": (["--temperature", "-1"], "must not be negative"),
     "missing judge template": (["--judge-template", "nope.txt"], "cannot read judge template"),
+    "judge endpoint off openai": (["--judge-backend", "vllm", "--judge-endpoint", "http://127.0.0.1:9/v1"], "--judge-endpoint needs --judge-backend openai"),
+    "judge on openai, no endpoint": (["--judge-backend", "openai"], "needs at least one --judge-endpoint"),
 }
 
 
