@@ -100,15 +100,21 @@ def convert_gguf(gguf_dir: Path, gguf_file: str, target: Path) -> None:
     partial.rename(target)
 
 
+# Files that describe a model rather than define its answers: editing a card or a log must not make every
+# version built from the model unfindable, nor its cached generations unreachable.
+DESCRIPTIVE = {"README.md", "lineage.json", "training_args.bin", "trainer"}
+
+
 def folder_fingerprint(folder: Path) -> str:
-    """sha256 over every file's path and content hash; remembered by (size, mtime) so big models hash once."""
+    """sha256 over the path and content hash of every file that defines the model (weights, config, tokenizer,
+    chat template); remembered by (size, mtime) so big models hash once."""
     memo_path = cache_dir() / "fingerprints.json"
     try:
         memo = json.loads(memo_path.read_text())
     except (OSError, ValueError):
         memo = {}
     parts, changed = [], False
-    for file in sorted(p for p in folder.rglob("*") if p.is_file() and not _hidden(p.relative_to(folder))):
+    for file in sorted(p for p in folder.rglob("*") if p.is_file() and not _left_out(p.relative_to(folder))):
         stat = file.stat()
         memo_key = f"{file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
         if memo_key not in memo:
@@ -124,5 +130,5 @@ def folder_fingerprint(folder: Path) -> str:
     return "sha256:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def _hidden(relative: Path) -> bool:
-    return any(part.startswith(".") for part in relative.parts)
+def _left_out(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts) or relative.parts[0] in DESCRIPTIVE

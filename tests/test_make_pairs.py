@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -87,6 +88,19 @@ def test_rerun_finds_the_finished_version(built, tiny_model, prompts_file):
     again = run_builder("make-pairs", "--model", tiny_model, "--prompts", prompts_file, "--store", store, *FAST, check=True)
     assert again.stdout.strip().splitlines()[-1] == version
     assert "already built" in again.stderr
+
+
+def test_a_model_card_or_log_edit_keeps_the_model_and_its_versions(built, tiny_model, prompts_file, tmp_path):
+    # A model's identity is the files that decide its answers; its card, lineage and trainer logs are not.
+    store, version, _ = built
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model, copy)
+    (copy / "README.md").write_text("# edited card\n")
+    (copy / "lineage.json").write_text("{}")
+    (copy / "trainer").mkdir()
+    (copy / "trainer" / "log_history.json").write_text("[]")
+    again = run_builder("make-pairs", "--model", copy, "--prompts", prompts_file, "--store", store, *FAST, check=True)
+    assert again.stdout.strip().splitlines()[-1] == version and "already built" in again.stderr
 
 
 def test_pairs_load_with_datasets_and_the_card_validates(built):
