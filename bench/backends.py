@@ -142,24 +142,25 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--judge-max-new-tokens", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--dtype", default="auto", help="auto: bfloat16 on a GPU, float32 on a CPU")
     args = parser.parse_args()
 
     from builder.backend_options import EngineOptions
+    from builder.generators import resolve_dtype
     from builder.make_pairs import MakePairsConfig
     from builder.models import resolve_model
 
     model = resolve_model(args.model)  # the embedded model's one-off conversion is not part of any clock
     warm_imports(args.backends.split(","))
     base = MakePairsConfig(model=str(model.path), limit=args.limit, max_new_tokens=args.max_new_tokens,
-                           judge_max_new_tokens=args.judge_max_new_tokens, batch_size=args.batch_size, dtype=args.dtype)
+                           judge_max_new_tokens=args.judge_max_new_tokens, batch_size=args.batch_size, dtype=resolve_dtype(args.dtype))
     results, server = [], None
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a `timeout` still runs the finally that stops the server
     try:
         for backend in args.backends.split(","):
             options = EngineOptions()
             if backend == "openai":
-                server, url = start_server(model.path, args.dtype, Path(tempfile.gettempdir()) / "bench-vllm-server.log")
+                server, url = start_server(model.path, base.dtype, Path(tempfile.gettempdir()) / "bench-vllm-server.log")
                 options = EngineOptions(endpoints=(url,), max_concurrency=args.batch_size)
             result = measure(replace(base, backend=backend, engine_options=options), options)
             if server is not None:  # an idle server still holds memory and threads: gone before the next backend

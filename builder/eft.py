@@ -17,7 +17,7 @@ and written as the `heldout` table in the ranked format, for `builder eval rewar
 
 import hashlib
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import polars as pl
 
@@ -25,7 +25,7 @@ from builder.aggregate import score_candidates, unlabelled
 from builder.card import render_kind_card
 from builder.errors import BuilderError
 from builder.backend_options import EngineOptions
-from builder.generators import load_generator
+from builder.generators import load_generator, resolve_dtype
 from builder.judge import JudgeTemplate, load_template
 from builder.make_pairs import judge_candidates
 from builder.models import resolve_model
@@ -51,7 +51,7 @@ class MakeEftConfig:
     seed: int = 0
     backend: str = "transformers"
     batch_size: int = 16
-    dtype: str = "bfloat16"
+    dtype: str = "auto"  # bfloat16 on a GPU, float32 on a CPU
     engine_options: EngineOptions = EngineOptions()
 
     def validate(self) -> None:
@@ -76,6 +76,7 @@ def held_out_ids(prompt_ids: list[str], fraction: float, seed: int) -> set[str]:
 
 def make_eft(config: MakeEftConfig, store: Store) -> tuple[Version, bool]:
     config.validate()
+    config = replace(config, dtype=resolve_dtype(config.dtype))
     raw, source = load_seed(config.ranked, "ranked", store)
     prompts, candidates, dropped_groups = ranked_tables(raw, source.spec, config.limit)
     heldout = held_out_ids(prompts["prompt_id"].to_list(), config.held_out, config.seed)

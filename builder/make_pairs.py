@@ -5,7 +5,7 @@ the generation cache so that a killed run continues where it stopped and gives t
 """
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import polars as pl
 
@@ -14,7 +14,7 @@ from builder.backend_options import EngineOptions, judge_engine
 from builder.cache import run_requests
 from builder.card import render_pairs_card
 from builder.errors import BuilderError
-from builder.generators import Generator, load_generator
+from builder.generators import Generator, load_generator, resolve_dtype
 from builder.judge import JudgeTemplate, load_template, parse_judgment
 from builder.models import resolve_model
 from builder.prompts import load_prompts
@@ -65,7 +65,7 @@ class MakePairsConfig:
     seed: int = 0
     backend: str = "transformers"
     batch_size: int = 16
-    dtype: str = "bfloat16"
+    dtype: str = "auto"  # bfloat16 on a GPU, float32 on a CPU
     engine_options: EngineOptions = EngineOptions()
     judge_backend: str | None = None  # None: the policy's backend and options
     judge_engine_options: EngineOptions | None = None
@@ -89,6 +89,7 @@ class MakePairsConfig:
 def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
     """Build (or find) the version for this configuration. Returns (version, built_now)."""
     config.validate()
+    config = replace(config, dtype=resolve_dtype(config.dtype))
     prompts, dropped_prompts, source = load_prompts(config.prompts, store, config.limit)
     template = load_template(config.judge_template)
     judge_backend, judge_options = judge_engine(config.backend, config.engine_options, config.judge_backend, config.judge_engine_options)

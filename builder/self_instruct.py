@@ -11,7 +11,7 @@ similarity of character 5-gram shingles at or above the threshold (MinHash, buil
 import random
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 
 import polars as pl
@@ -20,7 +20,7 @@ from builder.cache import run_requests
 from builder.card import render_kind_card
 from builder.errors import BuilderError
 from builder.backend_options import EngineOptions
-from builder.generators import load_generator
+from builder.generators import load_generator, resolve_dtype
 from builder.models import resolve_model
 from builder.near_duplicates import best_match, near_duplicates_of_kept, normalised, signatures
 from builder.prompts import DROPPED_SCHEMA, PROMPTS_SCHEMA, load_prompts, normalise
@@ -48,7 +48,7 @@ class MakePromptsConfig:
     seed: int = 0
     backend: str = "transformers"
     batch_size: int = 16
-    dtype: str = "bfloat16"
+    dtype: str = "auto"  # bfloat16 on a GPU, float32 on a CPU
     engine_options: EngineOptions = EngineOptions()
 
     def validate(self) -> None:
@@ -79,6 +79,7 @@ def parse_new_prompt(completion: Completion) -> tuple[str | None, str | None]:
 
 def make_prompts(config: MakePromptsConfig, store: Store) -> tuple[Version, bool]:
     config.validate()
+    config = replace(config, dtype=resolve_dtype(config.dtype))
     seeds, _, source = load_prompts(config.seed_prompts or str(shipped_seed("ift")), store)
     template = resources.files("builder").joinpath("templates", "self_instruct.txt").read_text(encoding="utf-8")
     model_ref = resolve_model(config.model, store.root, config.backend == "openai")

@@ -9,7 +9,7 @@ from builder.progress import console
 ENGINE = [
     click.option("--seed", type=int, default=0, show_default=True),
     click.option("--batch-size", type=int, default=16, show_default=True, help="Requests per generate call"),
-    click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default="bfloat16", show_default=True),
+    click.option("--dtype", type=click.Choice(["auto", "bfloat16", "float16", "float32"]), default="auto", show_default=True, help="auto: bfloat16 on a GPU, float32 on a CPU"),
     store_option,
 ]
 

@@ -5,7 +5,7 @@ over the iterations of a loop gives one table and one plot.
 """
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import polars as pl
@@ -13,7 +13,7 @@ import polars as pl
 from builder.cache import run_requests
 from builder.errors import BuilderError
 from builder.backend_options import EngineOptions, judge_engine
-from builder.generators import Generator, load_generator
+from builder.generators import Generator, load_generator, resolve_dtype
 from builder.models import ModelRef, resolve_model
 from builder.prompts import load_prompts
 from builder.records import Sampling, make_request, stable_hash
@@ -45,7 +45,7 @@ class HeadToHeadConfig:
     seed: int = 0
     backend: str = "transformers"
     batch_size: int = 16
-    dtype: str = "bfloat16"
+    dtype: str = "auto"  # bfloat16 on a GPU, float32 on a CPU
     engine_options: EngineOptions = EngineOptions()
     judge_backend: str | None = None  # None: the contestants' backend and options
     judge_engine_options: EngineOptions | None = None
@@ -70,6 +70,7 @@ class HeadToHeadConfig:
 
 def head_to_head(config: HeadToHeadConfig, store: Store) -> tuple[Version, bool]:
     config.validate()
+    config = replace(config, dtype=resolve_dtype(config.dtype))
     sampling = lambda temperature: Sampling(1, temperature, config.top_p, config.max_new_tokens)  # noqa: E731
     a_side = [resolve_contestant(spec, sampling(config.a_temperature), store, config.backend == "openai") for spec in config.a]
     b_side = [resolve_contestant(spec, sampling(config.b_temperature), store, config.backend == "openai") for spec in config.b]

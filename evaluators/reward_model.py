@@ -6,7 +6,7 @@ Ranked groups: JSONL/JSON/parquet/CSV rows with `prompt` (or `messages`), `respo
 """
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import polars as pl
@@ -14,7 +14,7 @@ import polars as pl
 from builder.aggregate import score_candidates
 from builder.errors import BuilderError
 from builder.backend_options import EngineOptions
-from builder.generators import load_generator
+from builder.generators import load_generator, resolve_dtype
 from builder.judge import load_template
 from builder.make_pairs import judge_candidates
 from builder.models import resolve_model
@@ -40,7 +40,7 @@ class RewardModelConfig:
     seed: int = 0
     backend: str = "transformers"
     batch_size: int = 16
-    dtype: str = "bfloat16"
+    dtype: str = "auto"  # bfloat16 on a GPU, float32 on a CPU
     engine_options: EngineOptions = EngineOptions()
 
     def validate(self) -> None:
@@ -97,6 +97,7 @@ def ranked_tables(raw: pl.DataFrame, spec: str, limit: int | None = None) -> tup
 
 def evaluate_reward_model(config: RewardModelConfig, store: Store) -> tuple[Version, bool]:
     config.validate()
+    config = replace(config, dtype=resolve_dtype(config.dtype))
     prompts, candidates, dropped_groups = load_ranked_groups(config.ranked, config.limit)
     template = load_template(config.judge_template)
     judge_ref = resolve_model(config.model, store.root, config.backend == "openai")
