@@ -275,10 +275,11 @@ def models_command(store):
     models = registered_models(_store(store))
     by_name = {m["name"]: m for m in models}
     table = Table(title="models", title_justify="left")
-    for column in ("name", "lineage", "method", "data", "steps", "final metrics"):
-        table.add_column(column, overflow="fold", no_wrap=column == "lineage")
+    for column in ("name", "lineage", "training", "final metrics"):
+        table.add_column(column, overflow="fold", no_wrap=column == "lineage", ratio=None if column in ("name", "lineage") else 1)
     for m in models:
-        table.add_row(m["name"], " → ".join(ancestry(m, by_name)), m["method"], m["data"]["version"], str(m["steps"]), final_metrics(m["metrics"]))
+        training = f"{m['method']}, {m['steps']} steps on {m['data']['version']}"
+        table.add_row(m["name"], " → ".join(ancestry(m, by_name)), training, final_metrics(m["metrics"]))
     stdout().print(table)
 
 

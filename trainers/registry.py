@@ -21,9 +21,12 @@ def registered_models(store: Store) -> list[dict]:
     return sorted(found, key=lambda lineage: lineage["created_at"])
 
 
+SHOWN_METRICS = {"train_loss": "loss", "rewards/accuracies": "acc", "rewards/margins": "margin"}  # short: tables are 80 wide
+
+
 def final_metrics(metrics: dict) -> str:
-    """The figures a listing shows of a model: training loss and, for DPO, reward accuracy and margin."""
-    return ", ".join(f"{k} {v:.3g}" for k, v in metrics.items() if k in ("train_loss", "rewards/accuracies", "rewards/margins"))
+    """The figures a listing shows of a model: mean training loss and, for DPO, the last step's reward accuracy and margin."""
+    return " ".join(f"{short} {metrics[k]:.3g}" for k, short in SHOWN_METRICS.items() if k in metrics)
 
 
 def ancestry(lineage: dict, by_name: dict[str, dict]) -> list[str]:
