@@ -97,7 +97,7 @@ def test_a_model_card_or_log_edit_keeps_the_model_and_its_versions(built, tiny_m
     shutil.copytree(tiny_model, copy)
     (copy / "README.md").write_text("# edited card\n")
     (copy / "lineage.json").write_text("{}")
-    (copy / "trainer").mkdir()
+    (copy / "trainer").mkdir(exist_ok=True)
     (copy / "trainer" / "log_history.json").write_text("[]")
     again = run_builder("make-pairs", "--model", copy, "--prompts", prompts_file, "--store", store, *FAST, check=True)
     assert again.stdout.strip().splitlines()[-1] == version and "already built" in again.stderr
