@@ -8,6 +8,9 @@ import click
 from builder.errors import BuilderError
 
 BACKENDS = ("transformers", "vllm", "openai")
+DTYPES = ("auto", "bfloat16", "float16", "float32")  # auto: see generators.resolve_dtype
+
+dtype_option = click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True, help="auto: bfloat16 on a GPU, float32 on a CPU")
 
 
 @dataclass(frozen=True)

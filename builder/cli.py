@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from builder.backend_options import backend_options, judge_backend_options
+from builder.backend_options import backend_options, dtype_option, judge_backend_options
 from builder.errors import BuilderError
 from builder.progress import console
 
@@ -67,7 +67,7 @@ def cli():
 @backend_options
 @judge_backend_options
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Requests per generate call")
-@click.option("--dtype", type=click.Choice(["auto", "bfloat16", "float16", "float32"]), default="auto", show_default=True, help="auto: bfloat16 on a GPU, float32 on a CPU")
+@dtype_option
 @store_option
 def make_pairs_command(store, **options):
     """Sample candidates, judge them with the same model, and write a pairs dataset version."""
@@ -99,7 +99,7 @@ def _generation_options(command):
         click.option("--model", "-m", default=None, help="A local folder, a registered name, a Hub id, or the embedded default"),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--batch-size", type=int, default=16, show_default=True, help="Requests per generate call"),
-        click.option("--dtype", type=click.Choice(["auto", "bfloat16", "float16", "float32"]), default="auto", show_default=True, help="auto: bfloat16 on a GPU, float32 on a CPU"),
+        dtype_option,
     ]):
         command = option(command)
     return backend_options(command)

@@ -9,6 +9,7 @@ they complete rather than per batch.
 import hashlib
 from typing import Protocol
 
+from builder.backend_options import DTYPES
 from builder.errors import BuilderError
 from builder.models import ModelRef
 from builder.progress import quiet_transformers
@@ -97,9 +98,6 @@ class TransformersGenerator:
 def batch_seed(requests: list[Request]) -> int:
     digest = hashlib.sha256(",".join(str(r.seed) for r in requests).encode()).hexdigest()
     return int(digest[:15], 16)
-
-
-DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
 def resolve_dtype(dtype: str) -> str:

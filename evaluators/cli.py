@@ -2,14 +2,14 @@
 
 import click
 
-from builder.backend_options import backend_options, judge_backend_options
+from builder.backend_options import backend_options, dtype_option, judge_backend_options
 from builder.cli import _store, store_option
 from builder.progress import console
 
 ENGINE = [
     click.option("--seed", type=int, default=0, show_default=True),
     click.option("--batch-size", type=int, default=16, show_default=True, help="Requests per generate call"),
-    click.option("--dtype", type=click.Choice(["auto", "bfloat16", "float16", "float32"]), default="auto", show_default=True, help="auto: bfloat16 on a GPU, float32 on a CPU"),
+    dtype_option,
     store_option,
 ]
 
