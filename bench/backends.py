@@ -73,13 +73,14 @@ def stop_server(server: subprocess.Popen) -> None:
 
 
 def measure(config, engine_options) -> dict:
-    from builder.generators import load_generator
-    from builder.judge import load_template
-    from builder.make_pairs import candidate_requests, judge_jobs, make_pairs
-    from builder.models import resolve_model
-    from builder.records import Sampling
-    from builder.cache import plan_batches
-    from builder.store import Store
+    from builder.core.records import Sampling
+    from builder.core.store import Store
+    from builder.engines.generators import load_generator
+    from builder.engines.models import resolve_model
+    from builder.engines.runner import plan_batches
+    from builder.judging.judge import load_template
+    from builder.judging.score import judge_jobs
+    from builder.stages.make_pairs import candidate_requests, make_pairs
 
     with tempfile.TemporaryDirectory() as root:
         started = time.perf_counter()
@@ -145,10 +146,10 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto", help="auto: bfloat16 on a GPU, float32 on a CPU")
     args = parser.parse_args()
 
-    from builder.backend_options import EngineOptions
-    from builder.generators import resolve_dtype
-    from builder.make_pairs import MakePairsConfig
-    from builder.models import resolve_model
+    from builder.engines.generators import resolve_dtype
+    from builder.engines.models import resolve_model
+    from builder.engines.options import EngineOptions
+    from builder.stages.make_pairs import MakePairsConfig
 
     model = resolve_model(args.model)  # the embedded model's one-off conversion is not part of any clock
     warm_imports(args.backends.split(","))

@@ -20,7 +20,7 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from builder.models import resolve_model
+    from builder.engines.models import resolve_model
 
     if args.threads:
         torch.set_num_threads(args.threads)

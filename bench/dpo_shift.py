@@ -39,8 +39,8 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from builder.models import resolve_model
-    from builder.store import Store
+    from builder.core.store import Store
+    from builder.engines.models import resolve_model
 
     store = Store(args.store)
     pairs = pl.read_parquet(store.load(args.pairs).folder / "pairs.parquet").to_dicts()

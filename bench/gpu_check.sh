@@ -29,23 +29,23 @@ if ! .venv-gpu/bin/python -c "import vllm" 2>/dev/null; then
 fi
 py=.venv-gpu/bin/python
 $py -c "import torch, vllm; print('vllm', vllm.__version__, 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-model=${MODEL:-$($py -c "from builder.models import resolve_model; print(resolve_model(None).path)")}
+model=${MODEL:-$($py -c "from builder.engines.models import resolve_model; print(resolve_model(None).path)")}
 store=$(mktemp -d)
 fast=(--model "$model" --limit 32 --max-new-tokens 128 --judge-max-new-tokens 192 --batch-size 128 --store "$store")
 
 echo "== make-pairs --backend vllm"
-/usr/bin/time -f "wall %e s" $py -c "from builder.cli import main; main()" make-pairs --backend vllm "${fast[@]}" || echo "FAILED: --backend vllm"
+/usr/bin/time -f "wall %e s" $py -c "from builder.app.cli import main; main()" make-pairs --backend vllm "${fast[@]}" || echo "FAILED: --backend vllm"
 
 echo "== make-pairs --backend openai (vLLM server on 127.0.0.1:18000)"
 # its own process group (setsid), so that stopping it also stops vLLM's engine-core child process
 setsid $py -m vllm.entrypoints.openai.api_server --model "$model" --host 127.0.0.1 --port 18000 > "$log/server.log" 2>&1 &
 server=$!
 for _ in $(seq 1 180); do curl -sf http://127.0.0.1:18000/v1/models > /dev/null && break; sleep 2; done
-/usr/bin/time -f "wall %e s" $py -c "from builder.cli import main; main()" make-pairs --backend openai --endpoint http://127.0.0.1:18000/v1 \
+/usr/bin/time -f "wall %e s" $py -c "from builder.app.cli import main; main()" make-pairs --backend openai --endpoint http://127.0.0.1:18000/v1 \
   --max-concurrency 64 --seed 1 "${fast[@]}" || echo "FAILED: --backend openai (server log: $log/server.log)"
 kill -- -"$server"; wait "$server" 2>/dev/null
 
-$py -c "from builder.cli import main; main()" ls --store "$store"
+$py -c "from builder.app.cli import main; main()" ls --store "$store"
 echo "== bench/backends.py (transformers vs vllm vs HTTP to vllm)"
 $py bench/backends.py --model "$model" --limit 64 --max-new-tokens 128 --judge-max-new-tokens 192 --batch-size 64 --dtype bfloat16 \
   || echo "FAILED: bench/backends.py"

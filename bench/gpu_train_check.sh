@@ -9,7 +9,7 @@ store="$work/store"
 builder() { python3 -m builder "$@" --store "$store"; }
 python3 -c "import torch; assert torch.cuda.is_available(), 'no GPU'; print('gpu:', torch.cuda.get_device_name(), 'torch', torch.__version__)"
 python3 -c "
-from pathlib import Path; from tiny_model import build_tiny_model; from builder.judge import load_template
+from pathlib import Path; from tiny_model import build_tiny_model; from builder.judging.judge import load_template
 build_tiny_model(Path('$work/tiny'), load_template().text)"
 sft=$(builder mix-sft | tail -1)
 time accelerate launch --num_processes 1 --mixed_precision bf16 -m builder train sft --base "$work/tiny" --data "$sft" \

@@ -19,15 +19,16 @@ from pathlib import Path
 
 import polars as pl
 
-from builder.aggregate import build_labels
-from builder.cache import plan_batches
-from builder.generators import load_generator
-from builder.judge import load_template
-from builder.make_pairs import CANDIDATES_SCHEMA, JUDGMENTS_SCHEMA, MakePairsConfig, candidate_requests, judge_jobs, make_pairs
-from builder.models import resolve_model
-from builder.prompts import PROMPTS_SCHEMA
-from builder.records import Sampling
-from builder.store import Store
+from builder.core.records import Sampling
+from builder.core.schemas import CANDIDATES_SCHEMA, JUDGMENTS_SCHEMA, PROMPTS_SCHEMA
+from builder.core.store import Store
+from builder.engines.generators import load_generator
+from builder.engines.models import resolve_model
+from builder.engines.runner import plan_batches
+from builder.judging.judge import load_template
+from builder.judging.score import judge_jobs
+from builder.stages.aggregate import build_labels
+from builder.stages.make_pairs import MakePairsConfig, candidate_requests, make_pairs
 
 
 def builder_wall(config: MakePairsConfig, root: Path) -> tuple[float, Path]:

@@ -1,5 +1,5 @@
 """`python -m builder …`, and `accelerate launch -m builder train …` on several GPUs."""
 
-from builder.cli import main
+from builder.app.cli import main
 
 main()

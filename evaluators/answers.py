@@ -12,15 +12,14 @@ from pathlib import Path
 
 import polars as pl
 
-from builder.cache import run_requests
-from builder.errors import BuilderError
-from builder.generators import Generator
-from builder.models import ModelRef, resolve_model
-from builder.prompts import normalise, read_file
-from builder.records import Sampling, file_sha256, make_request
-from builder.store import Store
-
-ANSWERS_SCHEMA = {"prompt_id": pl.String, "response": pl.String, "n_tokens": pl.Int32, "finish_reason": pl.String}
+from builder.core.errors import BuilderError
+from builder.core.prompts import normalise, read_file
+from builder.core.records import Sampling, file_sha256, make_request
+from builder.core.schemas import ANSWERS_SCHEMA
+from builder.core.store import Store
+from builder.engines.generators import Generator
+from builder.engines.models import ModelRef, resolve_model
+from builder.engines.runner import run_requests
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from importlib import resources
 import polars as pl
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from builder.card import size_category, table_configs
+from builder.core.cards import size_category, table_configs
 
 
 def pct(rate) -> str:
@@ -48,7 +48,7 @@ def _render(template: str, card_data: DatasetCardData, manifest: dict, **values)
 
 
 def render_h2h_card(manifest: dict, tables: dict[str, pl.DataFrame]) -> str:
-    from evaluators.health import h2h_warnings
+    from builder.judging.health import h2h_warnings
 
     card_data = DatasetCardData(
         pretty_name=f"Head-to-head verdicts {manifest['id']}",
@@ -67,7 +67,7 @@ def render_h2h_card(manifest: dict, tables: dict[str, pl.DataFrame]) -> str:
 
 
 def render_rm_card(manifest: dict, tables: dict[str, pl.DataFrame]) -> str:
-    from evaluators.health import warnings_for
+    from builder.judging.health import warnings_for
 
     card_data = DatasetCardData(
         pretty_name=f"Reward-model metrics {manifest['id']}",

@@ -10,18 +10,18 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import polars as pl
 
-from builder.cache import run_requests
-from builder.errors import BuilderError
-from builder.backend_options import EngineOptions, judge_engine
-from builder.generators import Generator, load_generator, resolve_dtype
-from builder.models import ModelRef, resolve_model
-from builder.prompts import load_prompts
-from builder.records import Sampling, make_request, stable_hash
-from builder.store import Store, Version, version_id
+from builder.core.errors import BuilderError
+from builder.core.prompts import load_prompts
+from builder.core.records import Sampling, make_request, stable_hash
+from builder.core.store import Store, Version, version_id
+from builder.engines.generators import Generator, load_generator, resolve_dtype
+from builder.engines.models import ModelRef, resolve_model
+from builder.engines.options import EngineOptions, judge_engine
+from builder.engines.runner import run_requests
+from builder.judging.metrics import length_controlled_win_rate, shares_with_ci
+from builder.judging.pairwise import PairwiseTemplate, load_pairwise_template, outcome, parse_verdict, position_flip, winner
 from evaluators.answers import Contestant, aligned, generate_answers, labelled, read_answers, resolve_contestant
 from evaluators.card import render_h2h_card
-from evaluators.metrics import length_controlled_win_rate, shares_with_ci
-from evaluators.pairwise import PairwiseTemplate, load_pairwise_template, outcome, parse_verdict, position_flip, winner
 from evaluators.plots import outcome_bars
 
 VERDICT_COLUMNS = ("verdict", "parse_error", "winner", "raw", "request_key")

@@ -11,19 +11,20 @@ from pathlib import Path
 
 import polars as pl
 
-from builder.aggregate import score_candidates
-from builder.errors import BuilderError
-from builder.backend_options import EngineOptions
-from builder.generators import load_generator, resolve_dtype
-from builder.judge import load_template
-from builder.make_pairs import judge_candidates
-from builder.models import resolve_model
-from builder.prompts import DROPPED_SCHEMA, normalise, read_file
-from builder.records import Sampling, file_sha256, stable_hash
-from builder.store import Store, Version, version_id
+from builder.core.errors import BuilderError
+from builder.core.records import Sampling, file_sha256, stable_hash
+from builder.core.schemas import DROPPED_SCHEMA
+from builder.core.store import Store, Version, version_id
+from builder.engines.generators import load_generator, resolve_dtype
+from builder.engines.models import resolve_model
+from builder.engines.options import EngineOptions
+from builder.judging.health import scores_health
+from builder.judging.judge import load_template
+from builder.judging.metrics import group_metrics, summarise_groups
+from builder.judging.score import judge_candidates
+from builder.stages.aggregate import score_candidates
+from builder.stages.ranked import load_ranked_groups
 from evaluators.card import render_rm_card
-from evaluators.health import scores_health
-from evaluators.metrics import group_metrics, summarise_groups
 from evaluators.plots import score_histogram
 
 
@@ -53,46 +54,6 @@ class RewardModelConfig:
             raise BuilderError("--judge-temperature must not be negative")
         if not 0 < self.judge_top_p <= 1:
             raise BuilderError("--judge-top-p must be in (0, 1]")
-
-
-def load_ranked_groups(spec: str, limit: int | None = None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """(prompts, candidates with human ranks, dropped duplicate groups) from a file of ranked groups."""
-    path = Path(spec).expanduser()
-    if not path.is_file():
-        raise BuilderError(f"ranked groups {spec!r}: no such file")
-    return ranked_tables(read_file(path), spec, limit)
-
-
-def ranked_tables(raw: pl.DataFrame, spec: str, limit: int | None = None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """(prompts, candidates with human ranks, dropped duplicate groups) from rows of ranked groups."""
-    missing = {"responses", "ranks"} - set(raw.columns)
-    if missing:
-        raise BuilderError(f"{spec} needs 'responses' and 'ranks' columns (missing: {', '.join(sorted(missing))})")
-    for row, (responses, ranks) in enumerate(raw.select("responses", "ranks").iter_rows()):
-        if not isinstance(responses, list) or not isinstance(ranks, list) or len(responses) != len(ranks):
-            raise BuilderError(f"{spec} row {row}: 'responses' and 'ranks' must be lists of the same length")
-        if len(responses) < 2:
-            raise BuilderError(f"{spec} row {row}: a ranked group needs at least two responses (got {len(responses)})")
-        if not all(isinstance(r, str) for r in responses) or not all(isinstance(r, int) and r >= 1 for r in ranks):
-            raise BuilderError(f"{spec} row {row}: responses must be texts and ranks whole numbers from 1 (the best)")
-        if sorted(set(ranks)) != list(range(1, len(set(ranks)) + 1)):
-            raise BuilderError(f"{spec} row {row}: the ranks {ranks} have gaps (use 1, 2, 3…; equal numbers for equal ranks)")
-    prompts, dropped = normalise(raw, spec, limit)
-    lists = raw.select("responses", "ranks").with_row_index("source_row").with_columns(pl.col("source_row").cast(pl.Int64))
-    candidates = (
-        prompts.select("prompt_id", "source_row")
-        .join(lists, on="source_row", maintain_order="left")
-        .explode("responses", "ranks")
-        .with_columns(pl.int_range(pl.len()).over("prompt_id").cast(pl.Int32).alias("sample_index"))
-        .select(
-            pl.format("{}-r{}", "prompt_id", "sample_index").alias("candidate_id"),
-            "prompt_id",
-            "sample_index",
-            pl.col("responses").alias("response"),
-            pl.col("ranks").cast(pl.Int32).alias("human_rank"),
-        )
-    )
-    return prompts, candidates, dropped
 
 
 def evaluate_reward_model(config: RewardModelConfig, store: Store) -> tuple[Version, bool]:

@@ -20,7 +20,7 @@ def isolated_cache(tmp_path_factory, monkeypatch):
 def run_builder(*args, cwd=None, check=False, timeout=600) -> subprocess.CompletedProcess:
     """The CLI as a user runs it: a real process."""
     result = subprocess.run(
-        [sys.executable, "-c", "from builder.cli import main; main()", *map(str, args)],
+        [sys.executable, "-c", "from builder.app.cli import main; main()", *map(str, args)],
         capture_output=True, text=True, cwd=cwd, timeout=timeout, env=os.environ.copy(),
     )
     if check and result.returncode != 0:
@@ -32,8 +32,9 @@ def run_builder(*args, cwd=None, check=False, timeout=600) -> subprocess.Complet
 def tiny_model(tmp_path_factory) -> Path:
     """A real Llama-architecture model with a locally trained tokenizer, trained for seconds to answer
     short questions and to end judgments with 'Score: N'."""
-    from builder.judge import load_template
     from tiny_model import build_tiny_model
+
+    from builder.judging.judge import load_template
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), load_template().text)
 

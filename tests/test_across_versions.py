@@ -6,8 +6,8 @@ import polars as pl
 import pytest
 from conftest import run_builder, write_repo_folder
 
-from builder.hub import install_version, push_operations
-from builder.store import Store
+from builder.app.hub import install_version, push_operations
+from builder.core.store import Store
 
 
 def assert_one_line_error(result, expected: str):

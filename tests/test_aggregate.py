@@ -2,9 +2,8 @@
 
 import polars as pl
 
-from builder.aggregate import build_labels
-from builder.make_pairs import CANDIDATES_SCHEMA, JUDGMENTS_SCHEMA
-from builder.prompts import PROMPTS_SCHEMA
+from builder.core.schemas import CANDIDATES_SCHEMA, JUDGMENTS_SCHEMA, PROMPTS_SCHEMA
+from builder.stages.aggregate import build_labels
 
 
 def tables(scores: dict[str, list[list[float | None]]]):

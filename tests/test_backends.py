@@ -109,7 +109,7 @@ def cache_rows(store: Path) -> pl.DataFrame:
 
 
 def test_make_pairs_through_the_vllm_engine(tiny_model, prompts_file, tmp_path):
-    command = [str(VLLM_PYTHON), "-c", "from builder.cli import main; main()", "make-pairs", "--backend", "vllm", "--model", str(tiny_model),
+    command = [str(VLLM_PYTHON), "-c", "from builder.app.cli import main; main()", "make-pairs", "--backend", "vllm", "--model", str(tiny_model),
                "--prompts", str(prompts_file), "--store", str(tmp_path), "--dtype", "float32", *FAST]
     result = subprocess.run(command, capture_output=True, text=True, env=vllm_env(), timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -155,7 +155,7 @@ def test_a_server_killed_mid_run_loses_nothing_and_doubles_nothing(server, tiny_
     args = ["make-pairs", "--backend", "openai", "--endpoint", server.url, "--model", tiny_model, "--prompts", prompts,
             "--store", store, "--max-concurrency", "2", "--max-retries", "2", "--request-timeout", "30",
             "--n-samples", "4", "--n-judgments", "3", "--max-new-tokens", "16", "--judge-max-new-tokens", "48"]
-    run = subprocess.Popen([sys.executable, "-c", "from builder.cli import main; main()", *map(str, args)],
+    run = subprocess.Popen([sys.executable, "-c", "from builder.app.cli import main; main()", *map(str, args)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         end = time.monotonic() + 300
@@ -189,9 +189,9 @@ def test_a_server_killed_mid_run_loses_nothing_and_doubles_nothing(server, tiny_
 
 
 def test_a_server_that_returns_fewer_choices_is_topped_up(server, tiny_model):
-    from builder.models import resolve_model
-    from builder.openai_generator import OpenAIPoolGenerator
-    from builder.records import Sampling, make_request
+    from builder.core.records import Sampling, make_request
+    from builder.engines.models import resolve_model
+    from builder.engines.openai_pool import OpenAIPoolGenerator
 
     # max_choices_per_call=1 makes the real server answer one choice per call, as llama.cpp's does.
     generator = OpenAIPoolGenerator(resolve_model(str(tiny_model)), (server.url,), max_choices_per_call=1)

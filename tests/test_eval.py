@@ -6,10 +6,10 @@ import polars as pl
 import pytest
 from conftest import run_builder
 
-from builder.records import Completion, Sampling
-from builder.store import Store
+from builder.core.records import Completion, Sampling
+from builder.core.store import Store
+from builder.judging.pairwise import load_pairwise_template
 from evaluators.head_to_head import judge_pairs, summarise
-from evaluators.pairwise import load_pairwise_template
 
 PROMPTS = ["Name thing number 1.", "Say hello.", "Name a fruit.", "Name thing number 2."]
 FAST = ["--max-new-tokens", "16", "--judge-max-new-tokens", "24", "--batch-size", "4"]

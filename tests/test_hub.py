@@ -16,10 +16,10 @@ import pytest
 from conftest import run_builder, write_repo_folder
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
-from builder.card import TABLES
-from builder.errors import BuilderError
-from builder.hub import HubRef, install_version, parse_hub_ref, push_operations
-from builder.store import Store
+from builder.app.hub import HubRef, install_version, parse_hub_ref, push_operations
+from builder.core.cards import TABLES
+from builder.core.errors import BuilderError
+from builder.core.store import Store
 
 
 def assert_one_line_error(result, expected: str):

@@ -1,5 +1,5 @@
-from builder.judge import load_template, parse_judgment
-from builder.records import Completion
+from builder.core.records import Completion
+from builder.judging.judge import load_template, parse_judgment
 
 
 def verdict(text, finish="stop"):
@@ -48,7 +48,7 @@ def test_template_renders_in_one_pass():
 def test_custom_template_needs_both_placeholders(tmp_path):
     import pytest
 
-    from builder.errors import BuilderError
+    from builder.core.errors import BuilderError
 
     bad = tmp_path / "judge.txt"
     bad.write_text("Rate this: {response}")

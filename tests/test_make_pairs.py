@@ -169,7 +169,7 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(tiny_model, tmp_path):
     reference_store, store = tmp_path / "reference", tmp_path / "store"
     reference = run_builder(*args, "--store", reference_store, check=True).stdout.strip().splitlines()[-1]
     args += ["--store", store]
-    process = subprocess.Popen([sys.executable, "-c", "from builder.cli import main; main()", *map(str, args)],
+    process = subprocess.Popen([sys.executable, "-c", "from builder.app.cli import main; main()", *map(str, args)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
     deadline = time.time() + 300
     while shard_count(store) < 30 and time.time() < deadline and process.poll() is None:

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from evaluators.metrics import (
+from builder.judging.metrics import (
     average_ranks,
     group_metrics,
     kendall_tau_b,

@@ -3,11 +3,19 @@
 import pytest
 from conftest import run_builder
 
-from builder.errors import BuilderError
-from builder.openai_generator import (
-    PoolHealth, RetryableError, base_url, give_up_reason, parse_choices, request_body, to_completions, top_up_plan, topup_seed,
+from builder.core.errors import BuilderError
+from builder.core.records import Request, Sampling
+from builder.engines.openai_pool import (
+    PoolHealth,
+    RetryableError,
+    base_url,
+    give_up_reason,
+    parse_choices,
+    request_body,
+    to_completions,
+    top_up_plan,
+    topup_seed,
 )
-from builder.records import Request, Sampling
 
 # Trimmed from a real answer of vLLM 0.32's OpenAI server (n=3, max_tokens=20, SmolLM2-135M-Instruct).
 VLLM_ANSWER = {

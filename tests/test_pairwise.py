@@ -3,8 +3,8 @@
 import polars as pl
 import pytest
 
-from builder.records import Completion
-from evaluators.pairwise import load_pairwise_template, outcome, parse_verdict, position_flip, winner
+from builder.core.records import Completion
+from builder.judging.pairwise import load_pairwise_template, outcome, parse_verdict, position_flip, winner
 
 
 def verdict(text: str, finish_reason: str = "stop"):

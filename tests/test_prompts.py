@@ -3,8 +3,8 @@ import json
 import polars as pl
 import pytest
 
-from builder.errors import BuilderError
-from builder.prompts import load_prompts, sample_prompts_path
+from builder.core.errors import BuilderError
+from builder.core.prompts import load_prompts, sample_prompts_path
 
 
 def write_jsonl(path, rows):

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import run_builder
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -87,7 +86,7 @@ def test_the_loop_runs_m0_to_m3_and_resumes_after_a_kill(tiny_model, tmp_path):
     prompts.write_text("".join(json.dumps({"prompt": f"Name thing number {i}."}) + "\n" for i in range(6)))
     recipe = write_recipe(tmp_path / "tiny.yaml", tiny_recipe(tiny_model, prompts))
     store = tmp_path / "store"
-    command = [sys.executable, "-c", "from builder.cli import main; main()", "run", str(recipe), "--store", str(store)]
+    command = [sys.executable, "-c", "from builder.app.cli import main; main()", "run", str(recipe), "--store", str(store)]
 
     # Kill the first run as soon as M1 is registered: the loop is between steps or inside M2's make-pairs.
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())

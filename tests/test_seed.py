@@ -12,9 +12,9 @@ import polars as pl
 import pytest
 from conftest import run_builder
 
-from builder.near_duplicates import near_duplicates_of_kept, normalise_text, normalised, signatures, similarity
-from builder.records import Completion
-from builder.self_instruct import MakePromptsConfig, filter_generations, parse_new_prompt
+from builder.core.records import Completion
+from builder.stages.near_duplicates import near_duplicates_of_kept, normalise_text, normalised, signatures, similarity
+from builder.stages.self_instruct import MakePromptsConfig, filter_generations, parse_new_prompt
 
 
 def write_jsonl(path, rows):
@@ -213,7 +213,7 @@ def test_make_prompts_sigkill_then_rerun_recomputes_nothing(tiny_model, tmp_path
     reference = run_builder(*args, "--store", tmp_path / "reference", check=True).stdout.strip().splitlines()[-1]
     store = tmp_path / "store"
     shards = lambda: list((store / ".cache" / "generations").glob("*/*.parquet"))  # noqa: E731
-    process = subprocess.Popen([sys.executable, "-c", "from builder.cli import main; main()", *map(str, args), "--store", str(store)],
+    process = subprocess.Popen([sys.executable, "-c", "from builder.app.cli import main; main()", *map(str, args), "--store", str(store)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
     deadline = time.time() + 300
     while len(shards()) < 6 and time.time() < deadline and process.poll() is None:

@@ -10,9 +10,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_the_converted_default_model_knows_the_capital_of_france():
-    from builder.generators import TransformersGenerator
-    from builder.models import resolve_model
-    from builder.records import Sampling, make_request
+    from builder.core.records import Sampling, make_request
+    from builder.engines.generators import TransformersGenerator
+    from builder.engines.models import resolve_model
 
     model = resolve_model(None)
     assert model.fingerprint.startswith("sha256:") and (model.path / "model.safetensors").exists()

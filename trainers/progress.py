@@ -2,7 +2,7 @@
 
 from transformers import TrainerCallback
 
-from builder.progress import console, progress_bar
+from builder.core.progress import progress_bar
 
 SHOWN = ("loss", "learning_rate", "rewards/accuracies", "rewards/margins", "mean_token_accuracy")
 

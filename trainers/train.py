@@ -15,13 +15,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from builder.errors import BuilderError
-from builder.models import resolve_model
-from builder.progress import console, quiet_transformers
-from builder.records import stable_hash
-from builder.store import Store, code_version, now
+from builder.core.errors import BuilderError
+from builder.core.progress import console, quiet_transformers
+from builder.core.records import stable_hash
+from builder.core.registry import model_folder
+from builder.core.store import Store, code_version, now
+from builder.engines.models import resolve_model
+from trainers.model_card import write_model_card
 from trainers.progress import RichProgress
-from trainers.registry import model_folder, write_model_card
 
 # The paper's learning rates per method; micro-batches sized for a 135M model on a CPU.
 METHOD_DEFAULTS = {

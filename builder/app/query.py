@@ -1,0 +1,122 @@
+"""DuckDB over the whole store: one view per table, the union of every version's rows with a `version`
+column, plus a `versions` view of the manifests.
+
+Versions kept elsewhere can join them (`--attach`): another version folder, or a version pushed to the Hub,
+which DuckDB reads itself through its `hf://datasets/user/name@tag/...` paths."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from builder.core.errors import BuilderError
+from builder.core.store import Store
+
+
+@dataclass(frozen=True)
+class LocatedVersion:
+    """A version's manifest and the folder or URL its files are read from."""
+
+    id: str
+    manifest: dict
+    location: str
+
+    def has(self, name: str) -> bool:
+        return name in self.manifest.get("files", {})
+
+    def file(self, name: str) -> str:
+        return f"{self.location}/{name}"
+
+
+def connect(store: Store, attach: tuple[str, ...] = ()) -> duckdb.DuckDBPyConnection:
+    connection = duckdb.connect()
+    located = [LocatedVersion(v.id, v.manifest, str(v.folder)) for v in store.versions()]
+    for location in attach:
+        version = attached_version(connection, location)
+        if version.id in {v.id for v in located}:
+            raise BuilderError(f"{version.id} from {location} is already in the query (store {store.root} or an earlier --attach)")
+        located.append(version)
+    if not located:
+        raise BuilderError(f"store {store.root} has no versions yet")
+    # every table any version has becomes a view, pairs and evaluation versions alike; an attached manifest
+    # comes from elsewhere, so only plain names become SQL identifiers
+    names = {name.removesuffix(".parquet") for v in located for name in v.manifest.get("files", {}) if name.endswith(".parquet")}
+    tables = sorted(name for name in names if name.isidentifier())
+    for table in tables:
+        parts = [
+            f"SELECT {sql_string(v.id)} AS version, * FROM read_parquet({sql_string(v.file(f'{table}.parquet'))})"
+            for v in located
+            if v.has(f"{table}.parquet")
+        ]
+        if parts:
+            connection.execute(f'CREATE VIEW "{table}" AS ' + " UNION ALL BY NAME ".join(parts))
+    connection.register("versions_frame", versions_frame(located))
+    connection.execute("CREATE VIEW versions AS SELECT * FROM versions_frame")
+    return connection
+
+
+def attached_version(connection: duckdb.DuckDBPyConnection, location: str) -> LocatedVersion:
+    """A version folder, or a Hub dataset `user/name[@tag]` read through DuckDB's hf:// paths."""
+    from builder.app.hub import parse_hub_ref
+
+    if Path(location).is_dir():
+        base = str(Path(location).resolve())
+    elif "/" in location:
+        base = parse_hub_ref(location).duckdb_url
+        use_hub_token(connection)
+    else:
+        raise BuilderError(f"cannot attach {location!r}: not a version folder, nor a Hub dataset user/name[@tag]")
+    try:
+        found = connection.execute("SELECT content FROM read_text(?)", [f"{base}/manifest.json"]).fetchall()
+        manifest = json.loads(found[0][0]) if found else None
+    except (duckdb.Error, ValueError) as error:
+        raise BuilderError(f"cannot read {base}/manifest.json: {str(error).splitlines()[0]}") from None
+    if not isinstance(manifest, dict) or "id" not in manifest:
+        raise BuilderError(f"{location} is not a dataset version: no manifest.json with an id")
+    return LocatedVersion(manifest["id"], manifest, base)
+
+
+def use_hub_token(connection: duckdb.DuckDBPyConnection) -> None:
+    """Private repos need the token; a DuckDB secret created this way lives in memory only."""
+    from huggingface_hub import get_token
+
+    token = get_token()
+    if token:
+        try:
+            connection.execute(f"CREATE OR REPLACE SECRET hub (TYPE huggingface, TOKEN {sql_string(token)})")
+        except duckdb.Error as error:
+            raise BuilderError(f"cannot give DuckDB the Hub token: {str(error).splitlines()[0]}") from None
+
+
+def sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def versions_frame(versions: list[LocatedVersion]) -> pl.DataFrame:
+    rows = [
+        {
+            "version": v.id,
+            "kind": v.manifest.get("kind"),
+            "created_at": v.manifest.get("created_at"),
+            "parent": v.manifest.get("parent"),
+            "policy": v.manifest.get("policy", {}).get("model", {}).get("spec"),
+            "judge": v.manifest.get("judge", {}).get("model", {}).get("spec"),
+            "seed": v.manifest.get("seed"),
+            "location": v.location,
+            "manifest": json.dumps(v.manifest),
+        }
+        for v in versions
+    ]
+    return pl.DataFrame(rows)
+
+
+def run_query(store: Store, sql: str, attach: tuple[str, ...] = ()) -> pl.DataFrame:
+    connection = connect(store, attach)
+    try:
+        return connection.sql(sql).pl()
+    except duckdb.Error as error:
+        raise BuilderError(f"query failed: {str(error).splitlines()[0]}") from None
+    except AttributeError:  # a statement with no result set
+        return pl.DataFrame()

@@ -1,0 +1,277 @@
+"""`builder run recipes/<name>.yaml`: the whole self-rewarding loop from one file.
+
+    base (M0) ─[make-eft]─ mix-sft ─ train sft (M1) ─ per iteration: make-prompts ─ make-pairs ─ train dpo (M2, M3…)
+
+A recipe's settings are the fields of the stage configs themselves (MakeEftConfig, MixSftConfig, TrainConfig,
+MakePromptsConfig, MakePairsConfig), so a recipe can say whatever the command line can, and a misspelt or
+mistyped key fails before any work starts, with its key path. Every step is content-addressed (a version's id
+hashes what decides it; a model remembers the identity it was trained with), so running a recipe again finds
+the finished steps and skips them, and a killed step continues from the generation cache or its last
+checkpoint. The recipe's hash is recorded in every artefact a run makes but is not part of any id: adding an
+iteration to a recipe reuses everything before it.
+"""
+
+import json
+import time
+import typing
+from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
+
+import yaml
+
+from builder.core.errors import BuilderError
+from builder.core.records import file_sha256
+from builder.core.store import Store, now
+from builder.engines.models import DEFAULT_MODEL
+from builder.stages.eft import MakeEftConfig
+from builder.stages.make_pairs import MakePairsConfig
+from builder.stages.seed import ImportOasstConfig
+from builder.stages.self_instruct import MakePromptsConfig
+from builder.stages.sft_mix import MixSftConfig
+from trainers.train import METHOD_DEFAULTS, TrainConfig
+
+GENERATION_KEYS = ("backend", "batch_size", "dtype")  # `generation:` settings, shared by every step that generates
+TOP_LEVEL = {"name", "base", "seed", "judge_template", "generation", "import_oasst", "seed_data", "make_eft", "mix_sft", "sft", "iteration", "iterations"}
+SEED_DATA = {"ift", "ranked", "eft"}
+ITERATION_STEPS = ("make_prompts", "make_pairs", "dpo")
+TRAINING_KEYS = {f.name for f in fields(TrainConfig)} - {"method", "base", "data", "name"}  # the rest the loop wires
+
+
+@dataclass(frozen=True)
+class From:
+    """A value that is the output of an earlier step, known only once that step has run."""
+
+    step: str
+
+    def __str__(self) -> str:
+        return f"<{self.step}>"
+
+
+@dataclass(frozen=True)
+class Step:
+    label: str  # "M2 make-pairs": unique within a recipe
+    kind: str  # make-eft | mix-sft | train | make-prompts | make-pairs
+    config: type
+    settings: dict  # the config's fields; From values are filled in at run time
+    where: str  # the recipe key that configures it, for error messages
+    produces_model: str | None = None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    path: Path
+    sha256: str
+    text: str
+    steps: list[Step]
+
+    def provenance(self) -> dict:
+        return {"name": self.name, "path": str(self.path), "sha256": self.sha256}
+
+
+def load_recipe(path: str | Path, store: Store) -> Recipe:
+    """Parse, check every key and type, and plan the steps; raises BuilderError naming the key path."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        raw = yaml.safe_load(text)
+    except OSError:
+        raise BuilderError(f"recipe {path}: no such file") from None
+    except UnicodeDecodeError:
+        raise BuilderError(f"recipe {path}: not UTF-8 text") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        raise BuilderError(f"recipe {path}: not valid YAML" + (f" (line {mark.line + 1})" if mark else "")) from None
+    try:
+        steps = plan(_mapping(raw, "recipe", TOP_LEVEL), store)
+    except BuilderError as error:
+        raise BuilderError(f"recipe {path}: {error}") from None
+    name = raw.get("name") or path.stem
+    return Recipe(str(name), path.resolve(), file_sha256(path), text, steps)
+
+
+def plan(raw: dict, store: Store) -> list[Step]:
+    """The steps in order; every file, version and model named must exist now or be made by an earlier step."""
+    base = _known_model(_typed(raw.get("base"), str | None, "base") or DEFAULT_MODEL, "base", store, set())
+    common = {"seed": _typed(raw.get("seed", 0), int, "seed"),
+              "judge_template": _typed(raw.get("judge_template"), str | None, "judge_template")}
+    if common["judge_template"] is not None and not Path(common["judge_template"]).expanduser().is_file():
+        raise BuilderError(f"judge_template: no such file {common['judge_template']!r}")
+    generation = _mapping(raw.get("generation") or {}, "generation", set(GENERATION_KEYS))
+    seed_data = {k: _existing_data(_typed(v, str | None, f"seed_data.{k}"), f"seed_data.{k}", store)
+                 for k, v in _mapping(raw.get("seed_data") or {}, "seed_data", SEED_DATA).items()}
+    shared = {**common, **generation}
+    steps: list[Step] = []
+
+    if raw.get("import_oasst") is not None:
+        path = _typed(_mapping(raw["import_oasst"], "import_oasst", None).get("path"), str, "import_oasst.path")
+        _existing_data(path, "import_oasst.path", store)
+        steps.append(_step("import-oasst", "import-oasst", ImportOasstConfig, "import_oasst", raw["import_oasst"], shared, {}))
+        seed_data = {"ift": From("import-oasst"), "ranked": From("import-oasst")} | {k: v for k, v in seed_data.items() if v}
+    eft = seed_data.get("eft")
+    if raw.get("make_eft") is not None:
+        steps.append(_step("M0 make-eft", "make-eft", MakeEftConfig, "make_eft", raw["make_eft"], shared,
+                           {"ranked": seed_data.get("ranked"), "model": base}))
+        eft = From(steps[-1].label)
+    steps.append(_step("mix-sft", "mix-sft", MixSftConfig, "mix_sft", raw.get("mix_sft") or {}, shared,
+                       {"ift": seed_data.get("ift"), "eft": eft}))
+    sft = _mapping(raw.get("sft"), "sft", TRAINING_KEYS | {"name"})
+    first = _typed(sft.get("name"), str, "sft.name")
+    steps.append(_training_step(first, "sft", "sft", sft, base, From("mix-sft"), common["seed"]))
+
+    return steps + iteration_steps(raw, first, shared, seed_data.get("ift"), store)
+
+
+def iteration_steps(raw: dict, first: str, shared: dict, seed_prompts, store: Store) -> list[Step]:
+    """make-prompts → make-pairs → DPO for each entry of `iterations`, each on the model the one before made."""
+    allowed = {"make_prompts": _keys(MakePromptsConfig), "make_pairs": _keys(MakePairsConfig) - {"model", "prompts"}, "dpo": TRAINING_KEYS}
+    shared_iteration = _mapping(raw.get("iteration") or {}, "iteration", set(ITERATION_STEPS))
+    shared_iteration = {step: _mapping(shared_iteration.get(step) or {}, f"iteration.{step}", allowed[step]) for step in ITERATION_STEPS}
+    iterations = raw.get("iterations") or []
+    if not isinstance(iterations, list):
+        raise BuilderError(f"iterations: expected a list, got {type(iterations).__name__}")
+    steps: list[Step] = []
+    policy, names = first, {first}
+    for i, entry in enumerate(iterations):
+        where = f"iterations[{i}]"
+        entry = _mapping(entry, where, {"name", "prompts", *ITERATION_STEPS})
+        name = _typed(entry.get("name"), str, f"{where}.name")
+        if name in names:
+            raise BuilderError(f"{where}.name: {name!r} is already the name of an earlier model")
+        merged = {step: shared_iteration[step] | _mapping(entry.get(step) or {}, f"{where}.{step}", allowed[step]) for step in ITERATION_STEPS}
+        prompts = _existing_data(_typed(entry.get("prompts"), str | None, f"{where}.prompts"), f"{where}.prompts", store)
+        _known_model(merged["make_pairs"].get("judge"), f"{where}.make_pairs.judge", store, names)
+        if prompts is None:
+            chosen = merged["make_prompts"]
+            wired = {"model": _known_model(chosen.pop("model", None), f"{where}.make_prompts.model", store, names) or policy,
+                     "seed_prompts": _existing_data(chosen.pop("seed_prompts", None), f"{where}.make_prompts.seed_prompts", store)
+                     or seed_prompts}
+            steps.append(_step(f"{name} make-prompts", "make-prompts", MakePromptsConfig, f"{where}.make_prompts",
+                               merged["make_prompts"], shared, wired))
+            prompts = From(steps[-1].label)
+        steps.append(_step(f"{name} make-pairs", "make-pairs", MakePairsConfig, f"{where}.make_pairs", merged["make_pairs"], shared,
+                           {"model": policy, "prompts": prompts}))
+        steps.append(_training_step(name, "dpo", f"{where}.dpo", merged["dpo"], policy, From(steps[-1].label), shared["seed"]))
+        policy = name
+        names.add(name)
+    return steps
+
+
+def _keys(config: type) -> set[str]:
+    return {f.name for f in fields(config)}
+
+
+def _training_step(name: str, method: str, where: str, section: dict, base: str, data: From, seed: int) -> Step:
+    settings = {**METHOD_DEFAULTS[method], "seed": seed, **{k: v for k, v in section.items() if k != "name"}}
+    settings |= {"method": method, "base": base, "data": data, "name": name}
+    return _checked(Step(f"{name} train {method}", "train", TrainConfig, settings, where, produces_model=name))
+
+
+def _step(label: str, kind: str, config: type, where: str, section, shared: dict, wired: dict) -> Step:
+    own = _keys(config)
+    section = _mapping(section, where, own - set(wired))
+    settings = {k: v for k, v in shared.items() if k in own} | section | wired
+    return _checked(Step(label, kind, config, settings, where))
+
+
+def _checked(step: Step) -> Step:
+    """Types of every field, then the stage's own validation, with the placeholders of later outputs left alone."""
+    hints = typing.get_type_hints(step.config)
+    settings = {k: v if isinstance(v, From) else _typed(v, hints[k], f"{step.where}.{k}") for k, v in step.settings.items()}
+    missing = [f.name for f in fields(step.config) if f.name not in settings and f.default is MISSING and f.default_factory is MISSING]
+    if missing:
+        raise BuilderError(f"{step.where}: missing {', '.join(missing)}")
+    config = step.config(**{k: "pending" if isinstance(v, From) else v for k, v in settings.items()})
+    if hasattr(config, "validate"):
+        try:
+            config.validate()
+        except BuilderError as error:
+            raise BuilderError(f"{step.where}: {error}") from None
+    return Step(step.label, step.kind, step.config, settings, step.where, step.produces_model)
+
+
+def _existing_data(spec: str | None, where: str, store: Store) -> str | None:
+    if spec is not None and not (spec.startswith("hf:") or Path(spec).expanduser().exists() or store.find(spec, missing_ok=True)):
+        raise BuilderError(f"{where}: {spec!r} is no file, folder, version in {store.root} or hf: dataset")
+    return spec
+
+
+def _known_model(spec: str | None, where: str, store: Store, made: set[str]) -> str | None:
+    if spec is not None and spec not in made and not _model_exists(spec, store):
+        raise BuilderError(f"{where}: unknown model {spec!r} (not a folder, a registered or earlier model, or a Hub id)")
+    return spec
+
+
+def _model_exists(spec: str, store: Store) -> bool:
+    return (spec.lower() == DEFAULT_MODEL or Path(spec).expanduser().is_dir() or (store.root / "models" / spec).is_dir()
+            or ("/" in spec and not spec.startswith((".", "/", "~"))))  # a Hub id: checked when it is loaded
+
+
+def _mapping(value, where: str, allowed: set[str] | None) -> dict:
+    if not isinstance(value, dict):
+        raise BuilderError(f"{where}: expected a mapping, got {'nothing' if value is None else type(value).__name__}")
+    unknown = sorted(set(value) - allowed) if allowed is not None else []
+    if unknown:
+        raise BuilderError(f"{where}.{unknown[0]}: unknown key (known: {', '.join(sorted(allowed))})")
+    return value
+
+
+def _typed(value, hint, where: str):
+    """The value if it has the field's type (an int is a fine float); raises otherwise."""
+    allowed = typing.get_args(hint) or (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if any(t is not type(None) and isinstance(value, t) and (t is bool or not isinstance(value, bool)) for t in allowed):
+        return value
+    wanted = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+    raise BuilderError(f"{where}: expected {wanted}, got {type(value).__name__} {value!r}")
+
+
+def resolved(settings: dict, outputs: dict[str, str]) -> dict:
+    return {k: outputs[v.step] if isinstance(v, From) else v for k, v in settings.items()}
+
+
+def run_step(step: Step, outputs: dict[str, str], store: Store) -> tuple[str, bool]:
+    """Run one step (or find it done). Returns (its output: a version id or a model name, ran_now)."""
+    from builder.stages.eft import make_eft
+    from builder.stages.make_pairs import make_pairs
+    from builder.stages.seed import import_oasst
+    from builder.stages.self_instruct import make_prompts
+    from builder.stages.sft_mix import mix_sft
+    from trainers.train import train
+
+    config = step.config(**resolved(step.settings, outputs))
+    if step.kind == "import-oasst":
+        version, built = import_oasst(config.path, store, config.lang, config.limit, config.seed)
+        return version.id, built
+    if step.kind == "train":
+        _, trained = train(config, store)
+        return config.name, trained
+    build = {"make-eft": make_eft, "mix-sft": mix_sft, "make-prompts": make_prompts, "make-pairs": make_pairs}[step.kind]
+    version, built = build(config, store)
+    return version.id, built
+
+
+def record_run(recipe: Recipe, store: Store, rows: list[dict]) -> Path:
+    """The recipe's text, kept by hash, and what this run made of it."""
+    folder = store.root / "runs"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{recipe.name}-{recipe.sha256[:12]}.yaml").write_text(recipe.text, encoding="utf-8")
+    path = folder / f"{recipe.name}-{recipe.sha256[:12]}.json"
+    path.write_text(json.dumps({"recipe": recipe.provenance(), "finished_at": now(), "steps": rows}, indent=2))
+    return path
+
+
+def run_recipe(recipe: Recipe, store: Store, on_step=None) -> list[dict]:
+    outputs: dict[str, str] = {}
+    rows = []
+    for i, step in enumerate(recipe.steps, 1):
+        if on_step:
+            on_step(i, step)
+        started = time.perf_counter()
+        output, ran = run_step(step, outputs, store)
+        outputs[step.label] = output
+        rows.append({"step": step.label, "output": output, "ran": ran, "seconds": round(time.perf_counter() - started, 1)})
+    return rows

@@ -1,0 +1,218 @@
+"""Rich views of the store: `builder ls` and `builder show`."""
+
+import polars as pl
+from rich import box
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from builder.core.store import Store, Version
+
+
+def _pct(rate) -> str:
+    return "-" if rate is None else f"{100 * rate:.1f}%"
+
+
+def _value(number) -> str:
+    return "-" if number is None else str(number)
+
+
+def _models(manifest: dict) -> str:
+    # a local folder is shown by its name; the manifest keeps the full path
+    names = []
+    for role in ("policy", "judge"):
+        spec = manifest.get(role, {}).get("model", manifest.get("model", {})).get("spec", "-")
+        names.append(spec.rstrip("/").rsplit("/", 1)[-1] if spec.startswith(("/", ".")) else spec)
+    return names[0] if names[0] == names[1] else " / ".join(names)
+
+
+def versions_table(store: Store) -> Table:
+    table = Table(title=f"versions in {store.root}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table.add_column("version", no_wrap=True)
+    table.add_column("created", no_wrap=True)
+    table.add_column("models", overflow="fold", min_width=6)
+    table.add_column("prompts", justify="right", no_wrap=True)
+    table.add_column("summary", overflow="fold", min_width=20)
+    for v in store.versions():
+        m = v.manifest
+        table.add_row(v.id, m.get("created_at", "")[:10], _models(m), str(m.get("counts", {}).get("prompts", "-")), kind_summary(m))
+    return table
+
+
+def kind_summary(manifest: dict) -> str:
+    """What `builder ls` says about a version, in a few words fitting its kind."""
+    stats = manifest.get("stats", {})
+    kind = manifest.get("kind")
+    if kind == "pairs":
+        return (f"{manifest['counts'].get('pairs', 0)} pairs, ties {_pct(stats.get('tie_rate'))}, "
+                f"unparsed {_pct(stats.get('parse_failure_rate'))}")
+    if kind == "eft":
+        return f"agreement {_pct(stats.get('agreement_rate'))}, {stats.get('eft_examples')} EFT examples"
+    if kind == "prompts":
+        return f"kept {stats.get('kept')} of {stats.get('requested')} generated"
+    if kind == "sft":
+        return f"{stats.get('ift_examples')} IFT + {stats.get('eft_examples')} EFT examples"
+    if kind == "seed":
+        return f"{stats.get('ift')} IFT, {stats.get('ranked_groups')} ranked groups"
+    if kind == "h2h":
+        return "; ".join(f"{m['match']}: win {_pct(m.get('win_rate'))} tie {_pct(m.get('tie_rate'))} loss {_pct(m.get('loss_rate'))}"
+                         for m in stats.get("matches", []))
+    if kind == "rm":
+        return f"pairwise accuracy {_pct(stats.get('pairwise_accuracy'))} over {stats.get('groups')} groups"
+    return ""
+
+
+def version_view(version: Version, damaged: list[str]) -> Group:
+    m = version.manifest
+    stats = m["stats"]
+    summary = Table.grid(padding=(0, 2))
+    summary.add_column(style="bold")
+    summary.add_column()
+    sampling = m["sampling"]
+    for label, value in (
+        ("version", version.id + (f"  (parent {m['parent']})" if m.get("parent") else "")),
+        ("created", f"{m['created_at']}  code {m['code_version']['git'] or m['code_version']['package']}"),
+        ("policy", f"{m['policy']['model']['spec']}  {m['policy']['model']['fingerprint'][:23]}"),
+        ("judge", f"{m['judge']['model']['spec']}  {m['judge']['model']['fingerprint'][:23]}"),
+        ("engine", ", ".join(f"{k}={v}" for k, v in m["policy"]["engine"].items() if k != "model")),
+        ("candidates", _sampling(sampling["candidates"])),
+        ("judgments", _sampling(sampling["judgments"])),
+        ("seed", str(m["seed"])),
+        ("judge template", f"{m['judge_template']['name']}  sha256 {m['judge_template']['sha256'][:16]}"),
+        ("prompts from", f"{m['input']['spec']}  ({m['input']['fingerprint'][:30]})"),
+        ("files", "[red]damaged: " + ", ".join(damaged) + "[/]" if damaged else f"{len(m['files'])} files, checksums ok"),
+    ):
+        summary.add_row(label, value)
+
+    counts = Table(title="rows", title_justify="left")
+    counts.add_column("table")
+    counts.add_column("rows", justify="right")
+    for name, rows in m["counts"].items():
+        counts.add_row(name, str(rows))
+
+    drops = Table(title="dropped, by reason", title_justify="left")
+    for column in ("level", "reason", "rows"):
+        drops.add_column(column, justify="right" if column == "rows" else "left")
+    for key, n in stats["drops"].items():
+        level, reason = key.split(":", 1)
+        drops.add_row(level, reason, str(n))
+    if not stats["drops"]:
+        drops.add_row("-", "nothing dropped", "0")
+
+    rates = Table.grid(padding=(0, 2))
+    rates.add_column(style="bold")
+    rates.add_column()
+    rates.add_row("pairs / prompts", _pct(stats["pair_rate"]))
+    rates.add_row("ties / prompts", _pct(stats["tie_rate"]))
+    rates.add_row("unparsed judgments", _pct(stats["parse_failure_rate"]))
+    rates.add_row("mean tokens", ", ".join(f"{k} {_value(v)}" for k, v in stats["mean_tokens"].items()))
+    rates.add_row("mean score", ", ".join(f"{k} {_value(v)}" for k, v in stats["mean_score"].items()))
+
+    parts = [Panel(summary, title="manifest", title_align="left"), counts, drops, rates, score_histogram(stats["score_histogram"])]
+    if stats["parse_failure_rate"] and stats["parse_failure_rate"] > 0.5:
+        parts.append(
+            "[yellow]Most judgments did not end with a 'Score: N' line, so their candidates gave no labels. "
+            "A judge that does not follow the template needs EFT training first.[/]"
+        )
+    return Group(*parts)
+
+
+def score_histogram(histogram: dict) -> Table:
+    table = Table(title="score histogram (parsed judgments)", title_justify="left")
+    table.add_column("score", justify="right")
+    table.add_column("judgments", justify="right")
+    table.add_column("")
+    peak = max(histogram.values(), default=0)
+    for score, n in histogram.items():
+        table.add_row(score, str(n), "█" * round(40 * n / peak) if peak else "")
+    if not histogram:
+        table.add_row("-", "0", "no judgment parsed")
+    return table
+
+
+def frame_table(frame: pl.DataFrame, max_width: int = 60) -> Table:
+    table = Table(show_lines=False)
+    for name in frame.columns:
+        table.add_column(name, overflow="fold", max_width=max_width)
+    for row in frame.iter_rows():
+        table.add_row(*(Text("" if value is None else str(value)) for value in row))  # Text: data is not markup
+    return table
+
+
+def _sampling(s: dict) -> str:
+    return f"n={s['n']} temperature={s['temperature']} top_p={s['top_p']} max_new_tokens={s['max_new_tokens']}"
+
+
+def stdout() -> Console:
+    return Console()
+
+
+def kind_view(version: Version, damaged: list[str]) -> Group:
+    """Seed, EFT, prompts and SFT versions: where they came from, their tables, and their statistics
+    (agreement rate, filter counts…) as the manifest records them."""
+    m = version.manifest
+    summary = Table.grid(padding=(0, 2))
+    summary.add_column(style="bold")
+    summary.add_column()
+    summary.add_row("version", f"{version.id}  ({m['kind']})")
+    for parent in m.get("parents") or ([m["parent"]] if m.get("parent") else []):
+        summary.add_row("parent", parent)
+    if m.get("model"):
+        summary.add_row("model", f"{m['model']['spec']}  {m['model']['fingerprint'][:23]}")
+    for name, value in m.get("input", {}).items():
+        if value is not None:
+            summary.add_row(f"input {name}", str(value))
+    summary.add_row("created", f"{m['created_at']}  code {m['code_version']['git'] or m['code_version']['package']}")
+    summary.add_row("files", f"{len(m['files'])} files, " + (f"[red]checksum mismatch: {', '.join(damaged)}[/]" if damaged else "checksums ok"))
+    counts = Table(title="rows", title_justify="left")
+    counts.add_column("table")
+    counts.add_column("rows", justify="right")
+    for name, rows in m["counts"].items():
+        counts.add_row(name, str(rows))
+    stats = Table(title="statistics", title_justify="left")
+    stats.add_column("measure")
+    stats.add_column("value", justify="right")
+    for name, value in m.get("stats", {}).items():
+        stats.add_row(name.replace("_", " "), _pct(value) if name.endswith("_rate") else _value(value))
+    parts = [Panel(summary, title="manifest", title_align="left"), counts, stats]
+    if m["counts"].get("dropped") and "dropped.parquet" not in damaged:
+        dropped = pl.read_parquet(version.folder / "dropped.parquet").group_by("level", "reason").len().sort("level", "reason")
+        drops = Table(title="dropped, by reason", title_justify="left")
+        for column in ("level", "reason", "rows"):
+            drops.add_column(column, justify="right" if column == "rows" else "left")
+        for level, reason, n in dropped.iter_rows():
+            drops.add_row(level, reason, str(n))
+        parts.append(drops)
+    return Group(*parts)
+
+
+def plan_table(recipe, store: Store) -> Table:
+    """`builder run --dry-run`: every step with the settings that differ from its command's defaults."""
+    from dataclasses import fields
+
+    table = Table(title=f"recipe {recipe.name} ({recipe.sha256[:12]}): {len(recipe.steps)} steps", title_justify="left", box=box.SIMPLE)
+    for column in ("#", "step", "settings", "status"):
+        table.add_column(column, overflow="fold")
+    for i, step in enumerate(recipe.steps, 1):
+        defaults = {f.name: f.default for f in fields(step.config)}
+        settings = ", ".join(f"{k}={v}" for k, v in step.settings.items() if defaults.get(k) != v)
+        done = step.produces_model and (store.root / "models" / step.produces_model / "lineage.json").exists()
+        table.add_row(str(i), step.label, settings, "trained" if done else "to do" if step.produces_model else "-")
+    return table
+
+
+def run_table(rows: list[dict], store: Store) -> Table:
+    """After `builder run`: what each step made, whether it ran now, and each model's final TRL metrics."""
+    import json
+
+    from builder.core.registry import final_metrics
+
+    table = Table(title="run", title_justify="left", box=box.SIMPLE)
+    for column in ("step", "output", "this run", "seconds", "final metrics"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        lineage = store.root / "models" / row["output"] / "lineage.json"
+        metrics = json.loads(lineage.read_text())["metrics"] if " train " in row["step"] and lineage.exists() else {}
+        table.add_row(row["step"], row["output"], "built" if row["ran"] else "skipped", f"{row['seconds']:.0f}", final_metrics(metrics))
+    return table

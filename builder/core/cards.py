@@ -1,0 +1,63 @@
+"""Dataset cards, rendered from the templates in cards/ with huggingface_hub's card classes."""
+
+from importlib import resources
+
+import polars as pl
+from huggingface_hub import DatasetCard, DatasetCardData
+
+TABLES = ("pairs", "candidates", "judgments", "prompts", "dropped")
+
+
+def size_category(rows: int) -> str:
+    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if rows < limit:
+            return label
+    return "1M<n<10M"
+
+
+def table_configs(tables: dict[str, pl.DataFrame], default: str) -> list[dict]:
+    """The card's `configs`: one `load_dataset` config per table, in the order given. `datasets` cannot load
+    a parquet file without rows, so an empty table is still uploaded but gets no config."""
+    return [
+        {"config_name": name, "data_files": f"{name}.parquet", **({"default": True} if name == default else {})}
+        for name, table in tables.items()
+        if table.height
+    ]
+
+
+KIND_TITLES = {
+    "seed": ("Self-rewarding seed data", "pairs of instructions and answers (ift) and human-ranked response groups (ranked)", "ift"),
+    "eft": ("Self-rewarding EFT data", "judge training examples kept where the model's scores agree with the human ranking", "eft"),
+    "prompts": ("Self-instruct prompts", "new prompts written by a model from 8 seed prompts each, filtered", "prompts"),
+    "sft": ("Self-rewarding SFT mix", "instruction following and judge examples mixed for the M0 → M1 SFT step", "sft"),
+}
+
+
+def render_kind_card(manifest: dict, tables: dict[str, pl.DataFrame]) -> str:
+    """The card of the seed, EFT, prompts and SFT versions: what it is, where it came from, counts and stats."""
+    title, what, default = KIND_TITLES[manifest["kind"]]
+    card_data = DatasetCardData(
+        pretty_name=f"{title} {manifest['id']}",
+        license="other",
+        task_categories=["text-generation"],
+        size_categories=size_category(max((t.height for t in tables.values()), default=0)),
+        tags=["self-rewarding", manifest["kind"], "synthetic"],
+        configs=table_configs(tables, default),
+    )
+    template = resources.files("cards").joinpath("kind_card.md").read_text(encoding="utf-8")
+    card = DatasetCard.from_template(
+        card_data,
+        template_str=template,
+        title=title,
+        what=what,
+        id=manifest["id"],
+        kind=manifest["kind"],
+        parents=manifest.get("parents") or ([manifest["parent"]] if manifest.get("parent") else []),
+        model=manifest.get("model", {}).get("spec"),
+        inputs=manifest.get("input", {}),
+        counts=manifest["counts"],
+        stats=manifest.get("stats", {}),
+        created_at=manifest["created_at"],
+        code=manifest["code_version"]["git"] or manifest["code_version"]["package"],
+    )
+    return str(card)

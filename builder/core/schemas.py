@@ -1,0 +1,47 @@
+"""Every table schema in one place. Written tables use plain `string` and `list` Arrow types (see
+`to_arrow_plain`), so they concatenate with ordinary Hub datasets without casts."""
+
+import polars as pl
+
+MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
+PROMPTS_SCHEMA = {
+    "prompt_id": pl.String,
+    "prompt": pl.String,
+    "messages": pl.List(MESSAGE),
+    "source": pl.String,
+    "source_row": pl.Int64,
+    "source_id": pl.String,
+}
+DROPPED_SCHEMA = {
+    "level": pl.String,  # prompt | candidate | judgment
+    "prompt_id": pl.String,
+    "candidate_id": pl.String,
+    "judgment_id": pl.String,
+    "reason": pl.String,
+    "detail": pl.String,
+}
+CANDIDATES_SCHEMA = {
+    "candidate_id": pl.String,
+    "prompt_id": pl.String,
+    "sample_index": pl.Int32,
+    "response": pl.String,
+    "finish_reason": pl.String,
+    "n_tokens": pl.Int32,
+    "request_key": pl.String,
+}
+JUDGMENTS_SCHEMA = {
+    "judgment_id": pl.String,
+    "candidate_id": pl.String,
+    "prompt_id": pl.String,
+    "sample_index": pl.Int32,
+    "raw": pl.String,
+    "rationale": pl.String,
+    "score": pl.Float64,
+    "parse_error": pl.String,
+    "finish_reason": pl.String,
+    "n_tokens": pl.Int32,
+    "request_key": pl.String,
+}
+GENERATIONS_SCHEMA = {"generation_id": pl.String, "shown_seed_ids": pl.List(pl.String), "raw": pl.String, "finish_reason": pl.String,
+                      "prompt": pl.String, "reason": pl.String, "detail": pl.String}
+ANSWERS_SCHEMA = {"prompt_id": pl.String, "response": pl.String, "n_tokens": pl.Int32, "finish_reason": pl.String}

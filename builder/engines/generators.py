@@ -1,0 +1,136 @@
+"""The Generator seam: anything that turns a batch of Requests into n Completions each.
+
+The transformers backend lives here; the vLLM engine (vllm_generator.py) and a pool of OpenAI-compatible
+servers (openai_generator.py) implement the same two members, `identity` and `generate`. A backend may also
+offer `generate_streaming(requests, on_answer)`, answering in any order; the cache then saves answers as
+they complete rather than per batch.
+"""
+
+import hashlib
+from typing import Protocol
+
+from builder.core.errors import BuilderError
+from builder.core.progress import quiet_transformers
+from builder.core.records import Completion, Request
+from builder.engines.models import ModelRef
+from builder.engines.options import DTYPES
+
+
+class Generator(Protocol):
+    # Everything about the backend that changes its answers (model fingerprint, backend, dtype, …).
+    # It goes into every request's cache key and into the manifest.
+    identity: dict
+
+    def generate(self, requests: list[Request]) -> list[list[Completion]]:
+        """Answer each request with exactly request.sampling.n completions, in order."""
+        ...
+
+
+class TransformersGenerator:
+    """Batched `generate` with left padding; one call samples n continuations of every prompt in the batch.
+
+    Torch has one random generator per process, so a batch is seeded from the seeds of the requests in it:
+    the same batch gives the same answers, which is what makes a resumed run equal an uninterrupted one.
+    """
+
+    def __init__(self, model: ModelRef, dtype: str = "float32", device: str | None = None, batch_size: int = 16):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        quiet_transformers()
+        self.torch = torch
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model.path)
+            self.model = AutoModelForCausalLM.from_pretrained(model.path, dtype=getattr(torch, dtype)).to(self.device)
+        except (OSError, ValueError) as error:
+            raise BuilderError(f"cannot load model from {model.path}: {str(error).splitlines()[0]}") from None
+        if not self.tokenizer.chat_template:
+            raise BuilderError(f"model {model.spec!r} has no chat template; the builder needs a chat model")
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model.eval()
+        self.stop_ids = self._stop_token_ids()
+        self.batch_size = batch_size
+        # batch_size is part of the identity: it decides which requests share a random stream.
+        self.identity = {"backend": "transformers", "model": model.fingerprint, "dtype": dtype, "batch_size": batch_size}
+
+    def _stop_token_ids(self) -> set[int]:
+        ids = self.model.generation_config.eos_token_id
+        ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+        ids.add(self.tokenizer.eos_token_id)
+        return {i for i in ids if i is not None}
+
+    def generate(self, requests: list[Request]) -> list[list[Completion]]:
+        torch = self.torch
+        sampling = requests[0].sampling
+        if any(r.sampling != sampling for r in requests):
+            raise ValueError("one batch must share its sampling parameters")
+        texts = [self.tokenizer.apply_chat_template(list(r.messages), tokenize=False, add_generation_prompt=True) for r in requests]
+        batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        torch.manual_seed(batch_seed(requests))
+        sample = sampling.temperature > 0
+        # top_k=0: the model's generation_config may carry a top-k; the recipe samples with top-p alone.
+        knobs = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0} if sample else {"do_sample": False}
+        with torch.inference_mode():
+            output = self.model.generate(
+                **batch,
+                **knobs,
+                max_new_tokens=sampling.max_new_tokens,
+                num_return_sequences=sampling.n if sample else 1,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=sorted(self.stop_ids),
+            )
+        new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()
+        completions = [self._completion(tokens) for tokens in new_tokens]
+        if not sample:  # greedy decoding has one answer; n copies of it keep the shape callers expect
+            completions = [c for c in completions for _ in range(sampling.n)]
+        return [completions[i * sampling.n : (i + 1) * sampling.n] for i in range(len(requests))]
+
+    def _completion(self, tokens: list[int]) -> Completion:
+        stop = next((i for i, token in enumerate(tokens) if token in self.stop_ids), None)
+        kept = tokens if stop is None else tokens[:stop]
+        text = self.tokenizer.decode(kept, skip_special_tokens=True)
+        return Completion(text=text.strip(), finish_reason="length" if stop is None else "stop", n_tokens=len(kept))
+
+
+def batch_seed(requests: list[Request]) -> int:
+    digest = hashlib.sha256(",".join(str(r.seed) for r in requests).encode()).hexdigest()
+    return int(digest[:15], 16)
+
+
+def resolve_dtype(dtype: str) -> str:
+    """'auto' is bfloat16 on a GPU and float32 on a CPU: a CPU without AVX512-BF16 or AMX emulates bfloat16
+    matmuls, which made generation 5.2x slower than float32 on this project's AVX2 machine."""
+    if dtype not in DTYPES:
+        raise BuilderError(f"unknown dtype {dtype!r} (available: {', '.join(DTYPES)})")
+    if dtype != "auto":
+        return dtype
+    import torch
+
+    return "bfloat16" if torch.cuda.is_available() else "float32"
+
+
+def load_generator(
+    model: ModelRef, backend: str = "transformers", dtype: str = "float32", batch_size: int = 16, engine_options=None
+) -> Generator:
+    from builder.engines.options import EngineOptions
+
+    options = engine_options or EngineOptions()
+    options.check(backend)
+    if backend == "openai":
+        from builder.engines.openai_pool import OpenAIPoolGenerator
+
+        return OpenAIPoolGenerator(
+            model, options.endpoints, options.max_concurrency, options.request_timeout, options.max_retries, options.api_key_env
+        )
+    if model.path is None:
+        raise BuilderError(f"model {model.spec!r} is not a local model; only --backend openai can use a served model name")
+    if backend == "vllm":
+        from builder.engines.vllm_engine import VllmGenerator
+
+        return VllmGenerator(model, dtype, options.tensor_parallel_size, options.max_model_len)
+    if backend == "transformers":
+        return TransformersGenerator(model, dtype=dtype, batch_size=batch_size)
+    raise BuilderError(f"unknown backend {backend!r} (available: transformers, vllm, openai)")

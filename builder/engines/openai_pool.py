@@ -1,0 +1,314 @@
+"""A pool of OpenAI-compatible chat servers (vLLM's, llama.cpp's, hosted APIs) as one Generator.
+
+Requests go through one shared queue; each endpoint takes from it with `max_concurrency` workers, so a
+faster server simply answers more. A failed call (connection error, timeout, 429, 5xx) goes back on the
+queue for any endpoint while its worker rests with exponential backoff; a request that fails
+`max_retries + 1` times, a pool whose every endpoint has failed more than `max_retries` times in a row, or
+any other HTTP error, ends the run. Answers are handed to the caller one by one as they complete, so the
+cache keeps them even when a server dies mid-run.
+
+The API key is read from the environment at call time and lives only in a request header.
+"""
+
+import asyncio
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from builder.core.errors import BuilderError
+from builder.core.progress import console
+from builder.core.records import Completion, Request
+from builder.engines.models import ModelRef
+
+OnAnswer = Callable[[Request, list[Completion]], None]
+RETRYABLE_STATUS = {408, 409, 425, 429} | set(range(500, 600))
+SEED_RANGE = 2**31  # llama.cpp takes a uint32 seed; vLLM any int64: this range means the same everywhere
+
+
+class RetryableError(Exception):
+    """A call worth trying again: the server was unreachable, overloaded or failed."""
+
+
+@dataclass(frozen=True)
+class Choice:
+    text: str
+    finish_reason: str | None
+
+
+def base_url(endpoint: str) -> str:
+    """`http://host:8000` and `http://host:8000/v1/` both mean the API root `http://host:8000/v1`."""
+    url = endpoint.rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise BuilderError(f"--endpoint {endpoint!r} is not an http(s) URL")
+    return url if url.count("/") > 2 else url + "/v1"
+
+
+def request_body(model: str, request: Request, n: int, seed: int) -> dict:
+    sampling = request.sampling
+    body = {"model": model, "messages": list(request.messages), "max_tokens": sampling.max_new_tokens, "seed": seed % SEED_RANGE}
+    if sampling.temperature > 0:
+        body |= {"n": n, "temperature": sampling.temperature, "top_p": sampling.top_p}
+    else:
+        body |= {"n": 1, "temperature": 0.0}
+    return body
+
+
+def topup_seed(seed: int, round_index: int) -> int:
+    """Seed of the round-th extra call for a request (round 0 is the first call)."""
+    return (seed + round_index * 1_000_003) % SEED_RANGE
+
+
+def parse_choices(payload: dict) -> tuple[list[Choice], int | None]:
+    """The choices of a chat completion response and the completion tokens of all of them together."""
+    choices = [
+        Choice((c.get("message") or {}).get("content") or "", c.get("finish_reason"))
+        for c in sorted(payload.get("choices") or [], key=lambda c: c.get("index", 0))
+    ]
+    return choices, (payload.get("usage") or {}).get("completion_tokens")
+
+
+def to_completions(choices: list[Choice], usage_tokens: int | None, count_tokens: Callable[[str], int] | None) -> list[Completion]:
+    """Token counts: exact from `usage` for a single choice; otherwise the model's tokenizer when it is local,
+    else `usage` split by character length (an estimate; hosted APIs report only the total)."""
+    texts = [c.text.strip() for c in choices]
+    if len(choices) == 1 and usage_tokens is not None:
+        counts = [usage_tokens]
+    elif count_tokens is not None:
+        counts = [count_tokens(t) for t in texts]
+    else:
+        total_chars = sum(len(t) for t in texts) or 1
+        counts = [round((usage_tokens or 0) * len(t) / total_chars) for t in texts]
+    return [
+        Completion(text, "length" if c.finish_reason == "length" else "stop", n)
+        for text, c, n in zip(texts, choices, counts, strict=True)
+    ]
+
+
+def top_up_plan(wanted: int, received: int, round_index: int, max_rounds: int) -> int:
+    """How many choices to ask for next: a server may return fewer than `n` (llama.cpp returns one)."""
+    if received >= wanted:
+        return 0
+    if round_index >= max_rounds:
+        raise RetryableError(f"server returned {received} of {wanted} choices after {round_index} calls")
+    return wanted - received
+
+
+class PoolHealth:
+    """Failures of each endpoint since its last answer. Calls that were already in flight when an endpoint
+    failed count once together: a server that drops its 8 open connections at once has failed once, not 8
+    times, so a dead pool is declared only after the backoff has really been waited out."""
+
+    def __init__(self, endpoints: tuple[str, ...]):
+        self.streak = dict.fromkeys(endpoints, 0)
+        self.last_failure = dict.fromkeys(endpoints, float("-inf"))
+
+    def failed(self, endpoint: str, call_started: float, now: float) -> None:
+        if call_started > self.last_failure[endpoint]:
+            self.streak[endpoint] += 1
+            self.last_failure[endpoint] = now
+
+    def answered(self, endpoint: str) -> None:
+        self.streak[endpoint] = 0
+
+    def all_dead(self, max_retries: int) -> bool:
+        return all(n > max_retries for n in self.streak.values())
+
+
+def give_up_reason(health: PoolHealth, attempt: int, max_retries: int) -> str | None:
+    """Why a run stops retrying, or None to retry: one request failed too often, or every endpoint has."""
+    if health.all_dead(max_retries):
+        return f"every endpoint failed {max_retries + 1} times in a row"
+    if attempt >= max_retries:
+        return f"one request failed {attempt + 1} times"
+    return None
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+class OpenAIPoolGenerator:
+    def __init__(
+        self,
+        model: ModelRef,
+        endpoints: tuple[str, ...],
+        max_concurrency: int = 8,
+        request_timeout: float = 600.0,
+        max_retries: int = 5,
+        api_key_env: str = "OPENAI_API_KEY",
+        max_choices_per_call: int | None = None,
+    ):
+        if not endpoints:
+            raise BuilderError("--backend openai needs at least one --endpoint URL")
+        if max_concurrency < 1 or max_retries < 0 or request_timeout <= 0:
+            raise BuilderError("--max-concurrency must be at least 1, --max-retries at least 0, --request-timeout positive")
+        self.endpoints = tuple(dict.fromkeys(base_url(e) for e in endpoints))
+        self.max_concurrency = max_concurrency
+        self.timeout = httpx.Timeout(request_timeout, connect=min(10.0, request_timeout))
+        self.max_retries = max_retries
+        self.backoff = 0.5  # seconds before a failing worker's first retry; doubles up to 30 s
+        self.api_key_env = api_key_env
+        self.max_choices_per_call = max_choices_per_call
+        self.names = served_names(model, self.endpoints, self._headers(), self.timeout)
+        self.count_tokens = local_token_counter(model)
+        # Endpoint URLs and served names are left out on purpose: servers of the same weights share one cache.
+        # A served name (a hosted model) is in the fingerprint itself.
+        self.identity = {"backend": "openai", "model": model.fingerprint}
+
+    def _headers(self) -> dict:
+        key = os.environ.get(self.api_key_env)
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def generate(self, requests: list[Request]) -> list[list[Completion]]:
+        answers: dict[str, list[Completion]] = {}
+        self.generate_streaming(requests, lambda request, completions: answers.__setitem__(request.key, completions))
+        return [answers[r.key] for r in requests]
+
+    def generate_streaming(self, requests: list[Request], on_answer: OnAnswer) -> None:
+        """Answer every request, calling on_answer(request, completions) as each one completes."""
+        if requests:
+            asyncio.run(self._run(requests, on_answer))
+
+    async def _run(self, requests: list[Request], on_answer: OnAnswer) -> None:
+        queue: asyncio.Queue[tuple[Request, int]] = asyncio.Queue()
+        for request in requests:
+            queue.put_nowait((request, 0))
+        remaining = {"count": len(requests)}
+        finished = asyncio.Event()
+        failure: list[BaseException] = []
+        limits = httpx.Limits(max_connections=self.max_concurrency * len(self.endpoints))
+        async with httpx.AsyncClient(timeout=self.timeout, limits=limits, headers=self._headers()) as client:
+
+            async def worker(endpoint: str) -> None:
+                try:
+                    await serve(endpoint)
+                except Exception as error:  # anything but a retryable call ends the whole run
+                    failure.append(error)
+                    finished.set()
+
+            health = PoolHealth(self.endpoints)
+
+            async def serve(endpoint: str) -> None:
+                loop = asyncio.get_running_loop()
+                while not finished.is_set():
+                    request, attempt = await queue.get()
+                    started = loop.time()
+                    try:
+                        completions = await self._answer(client, endpoint, request)
+                    except RetryableError as error:
+                        health.failed(endpoint, started, loop.time())
+                        if reason := give_up_reason(health, attempt, self.max_retries):
+                            raise BuilderError(f"{endpoint}: {error}; gave up: {reason} (--max-retries {self.max_retries})") from None
+                        queue.put_nowait((request, attempt + 1))
+                        delay = min(self.backoff * 2 ** max(health.streak[endpoint] - 1, 0), 30.0)
+                        console.print(f"[yellow]{endpoint}: {error}; retrying, this worker rests {delay:.1f} s[/]")
+                        await asyncio.sleep(delay)
+                        continue
+                    health.answered(endpoint)
+                    on_answer(request, completions)
+                    remaining["count"] -= 1
+                    if remaining["count"] == 0:
+                        finished.set()
+
+            workers = [asyncio.create_task(worker(e)) for e in self.endpoints for _ in range(self.max_concurrency)]
+            try:
+                await finished.wait()
+            finally:
+                for task in workers:
+                    task.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
+        if failure:
+            raise failure[0]
+
+    async def _answer(self, client: httpx.AsyncClient, endpoint: str, request: Request) -> list[Completion]:
+        wanted = request.sampling.n if request.sampling.temperature > 0 else 1
+        completions: list[Completion] = []
+        round_index = 0
+        while ask := top_up_plan(wanted, len(completions), round_index, max_rounds=wanted):
+            ask = min(ask, self.max_choices_per_call or ask)
+            body = request_body(self.names[endpoint], request, ask, topup_seed(request.seed, round_index))
+            payload = await post_json(client, f"{endpoint}/chat/completions", body)
+            choices, usage_tokens = parse_choices(payload)
+            completions += to_completions(choices[:ask], usage_tokens if len(choices) <= ask else None, self.count_tokens)
+            round_index += 1
+        if request.sampling.temperature == 0:  # greedy: one answer, n copies keep the shape callers expect
+            completions = completions * request.sampling.n
+        return completions
+
+
+async def post_json(client: httpx.AsyncClient, url: str, body: dict) -> dict:
+    try:
+        response = await client.post(url, json=body)
+    except httpx.TransportError as error:
+        raise RetryableError(f"{type(error).__name__}: {one_line(str(error)) or 'no answer'}") from None
+    if response.status_code in RETRYABLE_STATUS:
+        raise RetryableError(f"HTTP {response.status_code}")
+    if response.status_code != 200:
+        raise BuilderError(f"{url}: HTTP {response.status_code}: {error_message(response)}")
+    try:
+        return response.json()
+    except ValueError:
+        raise RetryableError("the answer was not JSON") from None
+
+
+def error_message(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("error") or response.json()
+        detail = detail.get("message", detail) if isinstance(detail, dict) else detail
+    except ValueError:
+        detail = response.text
+    return one_line(str(detail))
+
+
+def served_names(model: ModelRef, endpoints: tuple[str, ...], headers: dict, timeout: httpx.Timeout) -> dict[str, str]:
+    """The name to send as `model` to each endpoint: the spec itself for a served name; for a local model,
+    the one model each server lists (vLLM names a model after its launch path, which differs by server).
+    An endpoint down at start keeps the name most others use and joins the pool when it answers."""
+    listed: dict[str, list[str]] = {}
+    problems = []
+    for endpoint in endpoints:
+        try:
+            response = httpx.get(f"{endpoint}/models", headers=headers, timeout=timeout)
+            response.raise_for_status()
+            listed[endpoint] = [m["id"] for m in response.json().get("data", [])]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as error:
+            problems.append(f"{endpoint} ({type(error).__name__})")
+    if not listed:
+        raise BuilderError(f"no endpoint answered GET /models: {', '.join(problems)}")
+    if problems:
+        console.print(f"[yellow]not answering now, kept in the pool: {', '.join(problems)}[/]")
+    names = {endpoint: served_name(model, endpoint, found) for endpoint, found in listed.items()}
+    usual = max(set(names.values()), key=list(names.values()).count)
+    return {endpoint: names.get(endpoint, usual) for endpoint in endpoints}
+
+
+def served_name(model: ModelRef, endpoint: str, listed: list[str]) -> str:
+    if model.path is None:
+        if listed and model.spec not in listed:
+            raise BuilderError(f"{endpoint} does not serve {model.spec!r} (it serves: {', '.join(listed[:10])})")
+        return model.spec
+    local = [n for n in listed if n in (model.spec, str(model.path))]
+    if local or len(listed) == 1:
+        return (local or listed)[0]
+    raise BuilderError(
+        f"cannot tell which model {endpoint} serves is {model.spec!r} (it serves: {', '.join(listed[:10]) or 'nothing'}); "
+        "pass the served name as --model"
+    )
+
+
+def local_token_counter(model: ModelRef) -> Callable[[str], int] | None:
+    if model.path is None:
+        return None
+    from transformers import AutoTokenizer
+
+    from builder.core.progress import quiet_transformers
+
+    quiet_transformers()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model.path)
+    except (OSError, ValueError):
+        return None
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
