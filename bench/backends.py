@@ -89,7 +89,7 @@ def measure(config, engine_options) -> dict:
         candidates = pl.read_parquet(version.folder / "candidates.parquet")
         judgments = pl.read_parquet(version.folder / "judgments.parquet")
         prompts = pl.read_parquet(version.folder / "prompts.parquet")
-        timing = version.manifest["timing_s"]
+        timing = version.manifest.timing_s
 
     served = config.backend == "openai"
     gc.collect()  # the build's engine is gone before the raw one loads: one model in memory at a time

@@ -6,6 +6,7 @@ import polars as pl
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from builder.core.cards import size_category, table_configs
+from builder.core.manifest import Manifest
 
 
 def pct(rate) -> str:
@@ -26,20 +27,20 @@ def sampling_text(s: dict) -> str:
     return "greedy" if s["temperature"] == 0 else f"temperature {s['temperature']}, top-p {s['top_p']}" + f", max {s['max_new_tokens']} tokens"
 
 
-def _render(template: str, card_data: DatasetCardData, manifest: dict, **values) -> str:
+def _render(template: str, card_data: DatasetCardData, manifest: Manifest, **values) -> str:
     text = resources.files("cards").joinpath(template).read_text(encoding="utf-8")
     card = DatasetCard.from_template(
         card_data,
         template_str=text,
-        id=manifest["id"],
-        judge=manifest["judge"]["model"]["spec"],
-        judge_sampling=sampling_text(manifest["judge"]["sampling"]),
-        template_name=manifest["judge_template"]["name"],
-        template_sha=manifest["judge_template"]["sha256"],
-        seed=manifest["seed"],
-        created_at=manifest["created_at"],
-        code=manifest["code_version"]["git"] or manifest["code_version"]["package"],
-        plots=manifest.get("plots", []),
+        id=manifest.id,
+        judge=manifest.model_spec("judge"),
+        judge_sampling=sampling_text(manifest.sampling["judgments"]),
+        template_name=manifest.judge["name"],
+        template_sha=manifest.judge["sha256"],
+        seed=manifest.seed,
+        created_at=manifest.created_at,
+        code=manifest.code(),
+        plots=manifest.extra.get("plots", []),
         pct=pct,
         num=num,
         **values,
@@ -47,30 +48,30 @@ def _render(template: str, card_data: DatasetCardData, manifest: dict, **values)
     return str(card)
 
 
-def render_h2h_card(manifest: dict, tables: dict[str, pl.DataFrame]) -> str:
+def render_h2h_card(manifest: Manifest, tables: dict[str, pl.DataFrame]) -> str:
     from builder.judging.health import h2h_warnings
 
     card_data = DatasetCardData(
-        pretty_name=f"Head-to-head verdicts {manifest['id']}",
+        pretty_name=f"Head-to-head verdicts {manifest.id}",
         license="other",
         task_categories=["text-generation"],
         size_categories=size_category(tables["verdicts"].height),
         tags=["self-rewarding", "llm-as-a-judge", "pairwise", "evaluation"],
         configs=table_configs(tables, "verdicts"),
     )
-    matches = manifest["stats"]["matches"]
+    matches = manifest.stats["matches"]
     return _render(
         "h2h_card.md", card_data, manifest,
-        prompt_source=manifest["input"]["spec"], contestants=manifest["contestants"], matches=matches, ci=ci,
+        prompt_source=manifest.inputs["prompts"]["spec"], contestants=manifest.extra["contestants"], matches=matches, ci=ci,
         warnings=h2h_warnings(matches),
     )
 
 
-def render_rm_card(manifest: dict, tables: dict[str, pl.DataFrame]) -> str:
+def render_rm_card(manifest: Manifest, tables: dict[str, pl.DataFrame]) -> str:
     from builder.judging.health import warnings_for
 
     card_data = DatasetCardData(
-        pretty_name=f"Reward-model metrics {manifest['id']}",
+        pretty_name=f"Reward-model metrics {manifest.id}",
         license="other",
         task_categories=["text-generation"],
         size_categories=size_category(tables["candidates"].height),
@@ -79,6 +80,6 @@ def render_rm_card(manifest: dict, tables: dict[str, pl.DataFrame]) -> str:
     )
     return _render(
         "rm_card.md", card_data, manifest,
-        source=manifest["input"]["spec"], n_judge_samples=manifest["judge"]["sampling"]["n"],
-        stats=manifest["stats"], health=manifest["health"], warnings=warnings_for(manifest["health"]),
+        source=manifest.inputs["ranked"]["spec"], n_judge_samples=manifest.sampling["judgments"]["n"],
+        stats=manifest.stats, health=manifest.health, warnings=warnings_for(manifest.health),
     )

@@ -5,67 +5,29 @@ over the iterations of a loop gives one table and one plot.
 """
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import polars as pl
 
 from builder.core.errors import BuilderError
+from builder.core.manifest import Manifest
 from builder.core.prompts import load_prompts
 from builder.core.records import Sampling, make_request, stable_hash
-from builder.core.store import Store, Version, version_id
+from builder.core.stage import StageOutput, build_version
+from builder.core.store import Store, Version
 from builder.engines.generators import Generator, load_generator, resolve_dtype
 from builder.engines.models import ModelRef, resolve_model
-from builder.engines.options import EngineOptions, judge_engine
+from builder.engines.options import EngineOptions
 from builder.engines.runner import run_requests
 from builder.judging.metrics import length_controlled_win_rate, shares_with_ci
 from builder.judging.pairwise import PairwiseTemplate, load_pairwise_template, outcome, parse_verdict, position_flip, winner
 from evaluators.answers import Contestant, aligned, generate_answers, labelled, read_answers, resolve_contestant
 from evaluators.card import render_h2h_card
+from evaluators.configs import HeadToHeadConfig
 from evaluators.plots import outcome_bars
 
 VERDICT_COLUMNS = ("verdict", "parse_error", "winner", "raw", "request_key")
-
-
-@dataclass(frozen=True)
-class HeadToHeadConfig:
-    a: tuple[str, ...]
-    b: tuple[str, ...]
-    judge: str | None = None  # None: the embedded default
-    prompts: str | None = None
-    limit: int | None = None
-    a_temperature: float = 0.7
-    b_temperature: float = 0.7
-    top_p: float = 0.9
-    max_new_tokens: int = 256
-    judge_temperature: float = 0.0  # greedy: the same pair gets the same verdict
-    judge_top_p: float = 1.0
-    judge_max_new_tokens: int = 256
-    judge_template: str | None = None
-    seed: int = 0
-    backend: str = "transformers"
-    batch_size: int = 16
-    dtype: str = "auto"  # bfloat16 on a GPU, float32 on a CPU
-    engine_options: EngineOptions = EngineOptions()
-    judge_backend: str | None = None  # None: the contestants' backend and options
-    judge_engine_options: EngineOptions | None = None
-
-    def validate(self) -> None:
-        if not self.a or not self.b:
-            raise BuilderError("head-to-head needs --a and --b")
-        if len(self.b) != 1 and len(self.a) != len(self.b):
-            raise BuilderError(f"give one --b (a baseline for every --a) or as many --b as --a (got {len(self.a)} and {len(self.b)})")
-        for name in ("max_new_tokens", "judge_max_new_tokens", "batch_size"):
-            if getattr(self, name) < 1:
-                raise BuilderError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.limit is not None and self.limit < 1:
-            raise BuilderError("--limit must be at least 1")
-        for name in ("a_temperature", "b_temperature", "judge_temperature"):
-            if getattr(self, name) < 0:
-                raise BuilderError(f"--{name.replace('_', '-')} must not be negative")
-        for name in ("top_p", "judge_top_p"):
-            if not 0 < getattr(self, name) <= 1:
-                raise BuilderError(f"--{name.replace('_', '-')} must be in (0, 1]")
 
 
 def head_to_head(config: HeadToHeadConfig, store: Store) -> tuple[Version, bool]:
@@ -93,7 +55,7 @@ def head_to_head(config: HeadToHeadConfig, store: Store) -> tuple[Version, bool]
         aligned(answers, prompts, c, source_spec)  # fail before any model is loaded
 
     template = load_pairwise_template(config.judge_template)
-    judge_backend, judge_options = judge_engine(config.backend, config.engine_options, config.judge_backend, config.judge_engine_options)
+    judge_backend, judge_options = config.judge_engine()
     judge_ref = resolve_model(config.judge, store.root, judge_backend == "openai")
     judge_sampling = Sampling(1, config.judge_temperature, config.judge_top_p, config.judge_max_new_tokens)
     engine = {"backend": config.backend, "dtype": config.dtype, "batch_size": config.batch_size}
@@ -107,53 +69,51 @@ def head_to_head(config: HeadToHeadConfig, store: Store) -> tuple[Version, bool]
         "engine": engine,
         "seed": config.seed,
     } | ({"judge_engine": {"backend": judge_backend}} if judge_backend != config.backend else {})
-    vid = version_id("h2h", identity)
-    if store.exists(vid):
-        return store.load(vid), False
+    def run(vid: str) -> StageOutput:
+        started = time.perf_counter()
+        generators: dict[tuple[ModelRef, str, EngineOptions], Generator] = {}
 
-    started = time.perf_counter()
-    generators: dict[tuple[ModelRef, str, EngineOptions], Generator] = {}
+        def load(ref: ModelRef, backend: str = config.backend, options: EngineOptions = config.engine_options) -> Generator:
+            if (ref, backend, options) not in generators:
+                generators[ref, backend, options] = load_generator(ref, backend, config.dtype, config.batch_size, options)
+            return generators[ref, backend, options]
 
-    def load(ref: ModelRef, backend: str = config.backend, options: EngineOptions = config.engine_options) -> Generator:
-        if (ref, backend, options) not in generators:
-            generators[ref, backend, options] = load_generator(ref, backend, config.dtype, config.batch_size, options)
-        return generators[ref, backend, options]
+        answers = {}
+        for c in contestants:
+            found = answer_files[c][1] if c in answer_files else generate_answers(load(c.model), c, prompts, config.seed, store, config.batch_size)
+            answers[c] = aligned(found, prompts, c, source_spec)
+        answers_s = time.perf_counter() - started
 
-    answers = {}
-    for c in contestants:
-        found = answer_files[c][1] if c in answer_files else generate_answers(load(c.model), c, prompts, config.seed, store, config.batch_size)
-        answers[c] = aligned(found, prompts, c, source_spec)
-    answers_s = time.perf_counter() - started
+        pairs = pl.concat([match_rows(a, b, prompts, answers[a], answers[b]) for a, b in matches])
+        judge = load(judge_ref, judge_backend, judge_options)
+        verdicts = judge_pairs(judge, template, pairs, judge_sampling, config.seed, store, config.batch_size)
+        judging_s = time.perf_counter() - started - answers_s
 
-    pairs = pl.concat([match_rows(a, b, prompts, answers[a], answers[b]) for a, b in matches])
-    judge = load(judge_ref, judge_backend, judge_options)
-    verdicts = judge_pairs(judge, template, pairs, judge_sampling, config.seed, store, config.batch_size)
-    judging_s = time.perf_counter() - started - answers_s
+        summary = summarise(verdicts, [f"{a.label} vs {b.label}" for a, b in matches])
+        tables = {
+            "prompts": prompts,
+            "answers": pl.concat([answers[c].select(pl.lit(c.label).alias("contestant"), pl.all()) for c in contestants]),
+            "verdicts": verdicts,
+            "summary": summary,
+        }
+        plot = outcome_bars(summary.to_dicts())
+        files = {"outcomes.png": plot} if plot else {}
+        manifest = Manifest(
+            kind="h2h",
+            inputs={"prompts": {"spec": source_spec, "fingerprint": source_fingerprint, "limit": config.limit,
+                                "prompts_fingerprint": identity["input"]}},
+            models={"judge": {"model": judge_ref.to_json(), "engine": judge.identity}},
+            sampling={"judgments": asdict(judge_sampling)},
+            judge=template.to_json(),
+            seed=config.seed,
+            extra={"contestants": [c.to_json() | ({"model": c.model.to_json()} if c.model else {}) for c in contestants],
+                   "matches": identity["matches"], "plots": sorted(files)},
+            stats={"matches": summary.to_dicts()},
+            timing_s={"answers": round(answers_s, 2), "judgments": round(judging_s, 2)},
+        )
+        return StageOutput(tables, manifest, render_h2h_card, files)
 
-    summary = summarise(verdicts, [f"{a.label} vs {b.label}" for a, b in matches])
-    tables = {
-        "prompts": prompts,
-        "answers": pl.concat([answers[c].select(pl.lit(c.label).alias("contestant"), pl.all()) for c in contestants]),
-        "verdicts": verdicts,
-        "summary": summary,
-    }
-    manifest = {
-        "kind": "h2h",
-        "parent": None,
-        "contestants": [c.to_json() | ({"model": c.model.to_json()} if c.model else {}) for c in contestants],
-        "matches": identity["matches"],
-        "judge": {"model": judge_ref.to_json(), "engine": judge.identity, "sampling": asdict(judge_sampling)},
-        "judge_template": template.to_json(),
-        "seed": config.seed,
-        "input": {"spec": source_spec, "fingerprint": source_fingerprint, "limit": config.limit, "prompts_fingerprint": identity["input"]},
-        "identity": identity,
-        "stats": {"matches": summary.to_dicts()},
-        "timing_s": {"answers": round(answers_s, 2), "judgments": round(judging_s, 2)},
-    }
-    plot = outcome_bars(manifest["stats"]["matches"])
-    files = {"outcomes.png": plot} if plot else {}
-    manifest["plots"] = sorted(files)
-    return store.write_version(vid, tables, manifest, render_h2h_card, extra_files=files), True
+    return build_version(store, "h2h", identity, run)
 
 
 def match_rows(a: Contestant, b: Contestant, prompts: pl.DataFrame, answers_a: pl.DataFrame, answers_b: pl.DataFrame) -> pl.DataFrame:

@@ -6,60 +6,35 @@ Ranked groups: JSONL/JSON/parquet/CSV rows with `prompt` (or `messages`), `respo
 """
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import polars as pl
 
-from builder.core.errors import BuilderError
-from builder.core.records import Sampling, file_sha256, stable_hash
+from builder.core.manifest import Manifest
+from builder.core.records import Sampling, stable_hash
 from builder.core.schemas import DROPPED_SCHEMA
-from builder.core.store import Store, Version, version_id
+from builder.core.stage import StageOutput, build_version
+from builder.core.store import Store, Version
 from builder.engines.generators import load_generator, resolve_dtype
 from builder.engines.models import resolve_model
-from builder.engines.options import EngineOptions
 from builder.judging.health import scores_health
 from builder.judging.judge import load_template
 from builder.judging.metrics import group_metrics, summarise_groups
 from builder.judging.score import judge_candidates
 from builder.stages.aggregate import score_candidates
-from builder.stages.ranked import load_ranked_groups
+from builder.stages.ranked import ranked_tables
+from builder.stages.seed import load_seed
 from evaluators.card import render_rm_card
+from evaluators.configs import RewardModelConfig
 from evaluators.plots import score_histogram
-
-
-@dataclass(frozen=True)
-class RewardModelConfig:
-    ranked: str
-    model: str | None = None  # None: the embedded default
-    limit: int | None = None
-    n_judgments: int = 3
-    judge_temperature: float = 0.7
-    judge_top_p: float = 0.9
-    judge_max_new_tokens: int = 256
-    judge_template: str | None = None
-    seed: int = 0
-    backend: str = "transformers"
-    batch_size: int = 16
-    dtype: str = "auto"  # bfloat16 on a GPU, float32 on a CPU
-    engine_options: EngineOptions = EngineOptions()
-
-    def validate(self) -> None:
-        for name in ("n_judgments", "judge_max_new_tokens", "batch_size"):
-            if getattr(self, name) < 1:
-                raise BuilderError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.limit is not None and self.limit < 1:
-            raise BuilderError("--limit must be at least 1")
-        if self.judge_temperature < 0:
-            raise BuilderError("--judge-temperature must not be negative")
-        if not 0 < self.judge_top_p <= 1:
-            raise BuilderError("--judge-top-p must be in (0, 1]")
 
 
 def evaluate_reward_model(config: RewardModelConfig, store: Store) -> tuple[Version, bool]:
     config.validate()
     config = replace(config, dtype=resolve_dtype(config.dtype))
-    prompts, candidates, dropped_groups = load_ranked_groups(config.ranked, config.limit)
+    raw, source = load_seed(config.ranked, "ranked", store)
+    prompts, candidates, dropped_groups = ranked_tables(raw, source.spec, config.limit)
     template = load_template(config.judge_template)
     judge_ref = resolve_model(config.model, store.root, config.backend == "openai")
     sampling = Sampling(config.n_judgments, config.judge_temperature, config.judge_top_p, config.judge_max_new_tokens)
@@ -72,40 +47,39 @@ def evaluate_reward_model(config: RewardModelConfig, store: Store) -> tuple[Vers
         "engine": engine,
         "seed": config.seed,
     }
-    vid = version_id("rm", identity)
-    if store.exists(vid):
-        return store.load(vid), False
+    def run(vid: str) -> StageOutput:
+        started = time.perf_counter()
+        judge = load_generator(judge_ref, config.backend, config.dtype, config.batch_size, config.engine_options)
+        judgments = judge_candidates(judge, template, prompts, candidates, sampling, config.seed, store, config.batch_size)
+        judging_s = time.perf_counter() - started
+        scored = score_candidates(candidates, judgments).sort("candidate_id")
+        groups = group_table(scored)
+        health = scores_health(judgments, scored)
+        tables = {
+            "groups": groups,
+            "candidates": scored,
+            "judgments": judgments.sort("judgment_id"),
+            "prompts": prompts,
+            "dropped": pl.concat([dropped_groups, _unparsed(judgments)]),
+        }
+        plot = score_histogram(health["score_histogram"], f"{judge_ref.spec} on {Path(source.spec).name}")
+        files = {"scores.png": plot} if plot else {}
+        manifest = Manifest(
+            kind="rm",
+            parent=source.parent,
+            inputs={"ranked": {**source.to_json(), "limit": config.limit}},
+            models={"judge": {"model": judge_ref.to_json(), "engine": judge.identity}},
+            sampling={"judgments": asdict(sampling)},
+            judge=template.to_json(),
+            seed=config.seed,
+            stats=summarise_groups(groups.to_dicts()),
+            health=health,
+            extra={"plots": sorted(files)},
+            timing_s={"judgments": round(judging_s, 2)},
+        )
+        return StageOutput(tables, manifest, render_rm_card, files)
 
-    started = time.perf_counter()
-    judge = load_generator(judge_ref, config.backend, config.dtype, config.batch_size, config.engine_options)
-    judgments = judge_candidates(judge, template, prompts, candidates, sampling, config.seed, store, config.batch_size)
-    judging_s = time.perf_counter() - started
-    scored = score_candidates(candidates, judgments).sort("candidate_id")
-    groups = group_table(scored)
-    health = scores_health(judgments, scored)
-    tables = {
-        "groups": groups,
-        "candidates": scored,
-        "judgments": judgments.sort("judgment_id"),
-        "prompts": prompts,
-        "dropped": pl.concat([dropped_groups, _unparsed(judgments)]),
-    }
-    manifest = {
-        "kind": "rm",
-        "parent": None,
-        "judge": {"model": judge_ref.to_json(), "engine": judge.identity, "sampling": asdict(sampling)},
-        "judge_template": template.to_json(),
-        "seed": config.seed,
-        "input": {"spec": config.ranked, "fingerprint": "sha256:" + file_sha256(Path(config.ranked).expanduser()), "limit": config.limit},
-        "identity": identity,
-        "stats": summarise_groups(groups.to_dicts()),
-        "health": health,
-        "timing_s": {"judgments": round(judging_s, 2)},
-    }
-    plot = score_histogram(health["score_histogram"], f"{judge_ref.spec} on {Path(config.ranked).name}")
-    files = {"scores.png": plot} if plot else {}
-    manifest["plots"] = sorted(files)
-    return store.write_version(vid, tables, manifest, render_rm_card, extra_files=files), True
+    return build_version(store, "rm", identity, run)
 
 
 def group_table(scored: pl.DataFrame) -> pl.DataFrame:

@@ -2,6 +2,7 @@ import os
 import shutil
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import pytest
@@ -17,15 +18,42 @@ def isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("BUILDER_STORE", raising=False)
 
 
-def run_builder(*args, cwd=None, check=False, timeout=600) -> subprocess.CompletedProcess:
-    """The CLI as a user runs it: a real process."""
-    result = subprocess.run(
-        [sys.executable, "-c", "from builder.app.cli import main; main()", *map(str, args)],
-        capture_output=True, text=True, cwd=cwd, timeout=timeout, env=os.environ.copy(),
-    )
+def run_builder(*args, cwd=None, check=False, timeout=600, process=False) -> subprocess.CompletedProcess:
+    """The CLI as a user runs it. In-process by default (the fast tier: no interpreter and torch import per
+    call), with the real argument parsing, exit status and stdout/stderr; `process=True` runs a real process,
+    for tests of what only a process shows (kills, races, the installed entry point)."""
+    if process:
+        result = subprocess.run(
+            [sys.executable, "-c", "from builder.app.cli import main; main()", *map(str, args)],
+            capture_output=True, text=True, cwd=cwd, timeout=timeout, env=os.environ.copy(),
+        )
+    else:
+        result = _run_in_process([str(a) for a in args], cwd)
     if check and result.returncode != 0:
         raise AssertionError(f"builder {' '.join(map(str, args))} failed ({result.returncode}):\n{result.stderr}")
     return result
+
+
+def _run_in_process(args: list[str], cwd) -> subprocess.CompletedProcess:
+    from click.testing import CliRunner
+
+    from builder.app.cli import run
+
+    here = os.getcwd()
+    with CliRunner().isolation() as (out, err, _):
+        try:
+            if cwd is not None:
+                os.chdir(cwd)
+            code = run(args)
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else 1
+        except Exception:  # what a process would print before exiting 1: a traceback
+            traceback.print_exc()
+            code = 1
+        finally:
+            os.chdir(here)
+        stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
+    return subprocess.CompletedProcess(["builder", *args], code, stdout, stderr)
 
 
 @pytest.fixture(scope="session")

@@ -115,7 +115,7 @@ def test_make_pairs_through_the_vllm_engine(tiny_model, prompts_file, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     version = result.stdout.strip().splitlines()[-1]
     manifest = json.loads((tmp_path / version / "manifest.json").read_text())
-    assert manifest["policy"]["engine"]["backend"] == "vllm"
+    assert manifest["models"]["policy"]["engine"]["backend"] == "vllm"
     candidates = pl.read_parquet(tmp_path / version / "candidates.parquet")
     assert candidates.height == 8 and candidates["n_tokens"].min() > 0
     assert run_builder("verify", version, "--store", tmp_path).returncode == 0
@@ -127,13 +127,13 @@ def test_every_stage_through_an_openai_server_and_the_key_is_never_written(serve
     remote = ["--backend", "openai", "--endpoint", server.url, "--model", tiny_model, "--store", store]
     pairs = run_builder("make-pairs", "--prompts", prompts_file, *FAST, *remote, check=True).stdout.strip().splitlines()[-1]
     manifest = json.loads((store / pairs / "manifest.json").read_text())
-    assert manifest["policy"]["engine"] == {"backend": "openai", "model": manifest["policy"]["model"]["fingerprint"]}
+    assert manifest["models"]["policy"]["engine"] == {"backend": "openai", "model": manifest["models"]["policy"]["model"]["fingerprint"]}
     judgments = pl.read_parquet(store / pairs / "judgments.parquet")
     assert judgments.height == 16 and judgments["n_tokens"].min() > 0
     again = run_builder("make-pairs", "--prompts", prompts_file, *FAST, *remote, check=True)
     assert "already built" in again.stderr
 
-    run_builder("make-prompts", "--n", "4", "--max-new-tokens", "16", *remote, check=True)
+    run_builder("make-prompts", "--n-prompts", "4", "--max-new-tokens", "16", *remote, check=True)
     run_builder("make-eft", "--limit", "2", "-k", "1", "--judge-max-new-tokens", "24", *remote, check=True)
     ranked = tmp_path / "ranked.jsonl"
     ranked.write_text(json.dumps({"prompt": "Say hello.", "responses": ["Hello!", "It is a stone."], "ranks": [1, 2]}) + "\n")
@@ -209,7 +209,7 @@ def test_a_local_policy_judged_through_a_server(server, tiny_model, prompts_file
     pairs = run_builder("make-pairs", "--prompts", prompts_file, *FAST, *local, "--judge-endpoint", server.url, check=True)
     version = pairs.stdout.strip().splitlines()[-1]
     manifest = json.loads((store / version / "manifest.json").read_text())
-    assert manifest["policy"]["engine"]["backend"] == "transformers" and manifest["judge"]["engine"]["backend"] == "openai"
+    assert manifest["models"]["policy"]["engine"]["backend"] == "transformers" and manifest["models"]["judge"]["engine"]["backend"] == "openai"
     assert manifest["identity"]["judge_engine"] == {"backend": "openai"}
     assert pl.read_parquet(store / version / "judgments.parquet").height == 16
     self_judged = run_builder("make-pairs", "--prompts", prompts_file, *FAST, *local, "--limit", "1", check=True)
@@ -219,4 +219,4 @@ def test_a_local_policy_judged_through_a_server(server, tiny_model, prompts_file
                       "--max-new-tokens", "12", "--judge-max-new-tokens", "16", "--judge", tiny_model, "--judge-endpoint", server.url,
                       "--store", store, "--dtype", "float32", check=True)
     h2h_manifest = json.loads((store / h2h.stdout.strip().splitlines()[-1] / "manifest.json").read_text())
-    assert h2h_manifest["judge"]["engine"]["backend"] == "openai"
+    assert h2h_manifest["models"]["judge"]["engine"]["backend"] == "openai"

@@ -62,8 +62,8 @@ def test_head_to_head_writes_the_verdict_dataset(h2h):
     [summary] = json.loads((folder / "manifest.json").read_text())["stats"]["matches"]
     assert (summary["decided"], summary["unparsed"], summary["win_rate"]) == (0, len(PROMPTS), None)
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["judge"]["sampling"]["temperature"] == 0.0, "greedy judging by default"
-    assert [c["sampling"]["temperature"] for c in manifest["contestants"]] == [1.0, 0.7]
+    assert manifest["sampling"]["judgments"]["temperature"] == 0.0, "greedy judging by default"
+    assert [c["sampling"]["temperature"] for c in manifest["extra"]["contestants"]] == [1.0, 0.7]
     assert "outcomes.png" in manifest["files"] and "![win / tie / loss per match](outcomes.png)" in (folder / "README.md").read_text()
     assert version in result.stdout and "4 of 4 pairs unparsed" in result.stderr.replace("\n", " ")
 
@@ -90,7 +90,7 @@ def test_show_and_health_on_a_verdict_version(h2h):
     store, version, _, _ = h2h
     shown = run_builder("show", version, "--store", store, check=True)
     assert "head-to-head" in shown.stdout and "checksums ok" in shown.stdout
-    health = run_builder("health", version, "--store", store, "--json", check=True)
+    health = run_builder("health", version, "--store", store, "--format", "json", check=True)
     numbers = json.loads(health.stdout)
     assert numbers["kind"] == "h2h" and numbers["parse_failure_rate"] == 1.0
     assert numbers["verdict_histogram"] == {"unparsed": 2 * len(PROMPTS)}
@@ -210,7 +210,7 @@ def test_health_of_a_make_pairs_version(tiny_model, files, tmp_path):
     built = run_builder("make-pairs", "--model", tiny_model, "--prompts", files["prompts"], "-n", "3", "-k", "2",
                         "--max-new-tokens", "16", "--judge-max-new-tokens", "32", "--store", tmp_path, check=True)
     version = built.stdout.strip().splitlines()[-1]
-    health = json.loads(run_builder("health", version, "--store", tmp_path, "--json", check=True).stdout)
+    health = json.loads(run_builder("health", version, "--store", tmp_path, "--format", "json", check=True).stdout)
     assert health["kind"] == "pairs" and health["judgments"] == 24
     assert {"score_histogram", "collapse", "length_score_spearman", "chosen_minus_rejected_tokens", "chosen_longer_rate"} <= set(health)
     assert sum(health["score_histogram"].values()) == health["judgments_parsed"]

@@ -46,10 +46,10 @@ def test_version_has_every_table_and_a_manifest(built):
     assert manifest["id"] == version and manifest["kind"] == "pairs"
     assert manifest["sampling"]["candidates"] == {"n": 4, "temperature": 0.7, "top_p": 0.9, "max_new_tokens": 16}
     assert manifest["sampling"]["judgments"]["n"] == 3 and manifest["seed"] == 7
-    assert manifest["policy"]["model"]["fingerprint"].startswith("sha256:")
-    assert manifest["judge"] == manifest["policy"]
-    assert "Score: <total points>" in manifest["judge_template"]["text"] and len(manifest["judge_template"]["sha256"]) == 64
-    assert manifest["input"]["fingerprint"].startswith("sha256:")
+    assert manifest["models"]["policy"]["model"]["fingerprint"].startswith("sha256:")
+    assert manifest["models"]["judge"] == manifest["models"]["policy"]
+    assert "Score: <total points>" in manifest["judge"]["text"] and len(manifest["judge"]["sha256"]) == 64
+    assert manifest["inputs"]["prompts"]["fingerprint"].startswith("sha256:")
     assert manifest["code_version"]["package"] == "0.1.0"
     assert set(manifest["files"]) == {p.name for p in folder.iterdir()} - {"manifest.json"}
     assert all(not (p.stat().st_mode & stat.S_IWUSR) for p in folder.iterdir()), "a finished version is read-only"

@@ -127,7 +127,7 @@ def test_make_eft_rejects_ranks_with_gaps(tmp_path):
 
 def test_make_prompts_then_make_pairs_on_the_new_prompts(tiny_model, tmp_path):
     store = tmp_path / "store"
-    made = run_builder("make-prompts", "--model", tiny_model, "--n", "24", "--max-new-tokens", "24", "--store", store, check=True)
+    made = run_builder("make-prompts", "--model", tiny_model, "--n-prompts", "24", "--max-new-tokens", "24", "--store", store, check=True)
     version = made.stdout.strip().splitlines()[-1]
     folder = store / version
     generations = pl.read_parquet(folder / "generations.parquet")
@@ -209,7 +209,7 @@ def test_empty_and_wrong_seed_inputs_fail_in_one_line(tmp_path):
 
 
 def test_make_prompts_sigkill_then_rerun_recomputes_nothing(tiny_model, tmp_path):
-    args = ["make-prompts", "--model", tiny_model, "--n", "40", "--max-new-tokens", "16", "--batch-size", "2"]
+    args = ["make-prompts", "--model", tiny_model, "--n-prompts", "40", "--max-new-tokens", "16", "--batch-size", "2"]
     reference = run_builder(*args, "--store", tmp_path / "reference", check=True).stdout.strip().splitlines()[-1]
     store = tmp_path / "store"
     shards = lambda: list((store / ".cache" / "generations").glob("*/*.parquet"))  # noqa: E731

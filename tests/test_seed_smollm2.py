@@ -14,7 +14,7 @@ def test_the_seed_chain_on_the_default_model(tmp_path):
                       "--store", store, check=True).stdout.strip().splitlines()[-1]
     stats = json.loads((store / eft / "manifest.json").read_text())["stats"]
     assert stats["groups"] == 4 and stats["judgments"] >= 1 and "agreement_rate" in stats
-    prompts = run_builder("make-prompts", "--n", "8", "--max-new-tokens", "48", "--store", store,
+    prompts = run_builder("make-prompts", "--n-prompts", "8", "--max-new-tokens", "48", "--store", store,
                           check=True).stdout.strip().splitlines()[-1]
     kept = json.loads((store / prompts / "manifest.json").read_text())["stats"]["kept"]
     pairs = run_builder("make-pairs", "--prompts", prompts, "-n", "2", "-k", "1", "--max-new-tokens", "24",

@@ -36,6 +36,6 @@ def test_make_pairs_on_the_default_model_keeps_unparsed_judgments(tmp_path):
     # zero-shot SmolLM2-135M does not end its judgments with 'Score: N'; whatever it does, nothing is lost
     assert dropped.filter(pl.col("reason") == "unparsed_judgment").height == unparsed.height
     manifest = json.loads((store / version / "manifest.json").read_text())
-    assert manifest["policy"]["model"]["spec"] == "smollm2-135m-instruct"
+    assert manifest["models"]["policy"]["model"]["spec"] == "smollm2-135m-instruct"
     if manifest["counts"]["pairs"] == 0:
         assert "no pair was made" in result.stderr.replace("\n", " ")

@@ -27,7 +27,7 @@ def test_sft_then_dpo_registers_a_lineage(tiny_model, tmp_path):
     pairs = run_builder("make-pairs", "--model", "M1", "--prompts", prompts, "--max-new-tokens", "12", "--judge-max-new-tokens", "24",
                         "--store", store, check=True).stdout.strip().splitlines()[-1]
     manifest = json.loads((store / pairs / "manifest.json").read_text())
-    assert manifest["policy"]["model"]["spec"] == "M1"
+    assert manifest["models"]["policy"]["model"]["spec"] == "M1"
     if manifest["counts"]["pairs"]:
         run_builder("train", "dpo", "--base", "M1", "--data", pairs, "--name", "M2", *ONE_STEP, "--store", store, check=True)
         dpo = json.loads((store / "models" / "M2" / "lineage.json").read_text())

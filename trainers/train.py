@@ -12,55 +12,20 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from builder.core.errors import BuilderError
 from builder.core.progress import console, quiet_transformers
-from builder.core.records import stable_hash
+from builder.core.records import file_sha256, stable_hash
 from builder.core.registry import model_folder
 from builder.core.store import Store, code_version, now
 from builder.engines.models import resolve_model
+from trainers.configs import TrainConfig
 from trainers.model_card import write_model_card
 from trainers.progress import RichProgress
 
-# The paper's learning rates per method; micro-batches sized for a 135M model on a CPU.
-METHOD_DEFAULTS = {
-    "sft": {"learning_rate": 5.5e-6, "lr_end": 1.1e-6, "micro_batch_size": 4},
-    "dpo": {"learning_rate": 1e-6, "lr_end": 1e-7, "micro_batch_size": 2},
-}
 DROPOUT_FIELDS = ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    method: str  # "sft" | "dpo"
-    base: str
-    data: str
-    name: str
-    learning_rate: float
-    lr_end: float
-    batch_size: int = 16
-    micro_batch_size: int = 4
-    epochs: float = 1.0
-    max_steps: int = -1
-    dropout: float = 0.1
-    max_length: int = 1024
-    beta: float = 0.1
-    # The reference model is frozen, so one pass over the data before training serves every epoch (DPO only).
-    precompute_ref_log_probs: bool = True
-    save_steps: int = 200
-    seed: int = 0
-
-    def validate(self) -> None:
-        if self.batch_size < 1 or self.micro_batch_size < 1 or self.batch_size % self.micro_batch_size:
-            raise BuilderError("--batch-size must be a positive multiple of --micro-batch-size")
-        if not 0 <= self.dropout < 1:
-            raise BuilderError("--dropout must be in [0, 1)")
-        if self.learning_rate <= 0 or not 0 <= self.lr_end <= self.learning_rate:
-            raise BuilderError("--lr must be positive and --lr-end between 0 and --lr")
-        if not self.name or "/" in self.name or self.name.startswith("."):
-            raise BuilderError(f"model name {self.name!r} must be a plain name such as M1")
 
 
 def data_table(store: Store, spec: str, method: str):
@@ -72,7 +37,7 @@ def data_table(store: Store, spec: str, method: str):
     path = version.folder / f"{table}.parquet"
     if not path.exists():
         raise BuilderError(f"version {version.id} has no {table} table; train {method} needs a {'mix-sft' if method == 'sft' else 'make-pairs'} version")
-    rows = version.manifest["counts"].get(table, 0)
+    rows = version.manifest.counts.get(table, 0)
     if rows == 0:
         raise BuilderError(f"version {version.id} has no {table} rows to train on")
     dataset = load_dataset("parquet", data_files=str(path), split="train")
@@ -122,7 +87,7 @@ def train(config: TrainConfig, store: Store) -> tuple[Path, bool]:
     final = model_folder(store, config.name)
     base = resolve_model(config.base, store.root)
     dataset, version = data_table(store, config.data, config.method)
-    identity = {**asdict(config), "base": base.fingerprint, "data": version.manifest["files"]}
+    identity = {**asdict(config), "base": base.fingerprint, "data": version.manifest.files}
     if (final / "lineage.json").exists():
         lineage = json.loads((final / "lineage.json").read_text())
         if lineage["identity_sha256"] != stable_hash(identity):
@@ -162,8 +127,8 @@ def train(config: TrainConfig, store: Store) -> tuple[Path, bool]:
         "name": config.name,
         "method": config.method,
         "base": base.to_json(),
-        "data": {"version": version.id, "kind": version.manifest["kind"],
-                 "manifest_sha256": stable_hash(version.manifest)},
+        "data": {"version": version.id, "kind": version.manifest.kind,
+                 "manifest_sha256": file_sha256(version.folder / "manifest.json")},
         "config": asdict(config),
         "trainer": {"trl_args": {k: v for k, v in args.items() if k != "output_dir"}, "use_cpu": use_cpu},
         "metrics": {**result.metrics, **_last_training_metrics(history)},

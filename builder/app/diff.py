@@ -83,8 +83,8 @@ def measure(tables: dict[str, pl.DataFrame]) -> dict[str, tuple[Unit, float | No
 
 
 def read_tables(version: Version) -> dict[str, pl.DataFrame]:
-    if version.manifest.get("kind") != "pairs":
-        raise BuilderError(f"diff compares pairs versions; {version.id} is a {version.manifest.get('kind')} version")
+    if version.manifest.kind != "pairs":
+        raise BuilderError(f"diff compares pairs versions; {version.id} is a {version.manifest.kind} version")
     return {name: pl.read_parquet(version.folder / f"{name}.parquet") for name in TABLES}
 
 
@@ -93,7 +93,7 @@ def diff_versions(a: Version, b: Version) -> VersionDiff:
     measured_a, measured_b = measure(tables_a), measure(tables_b)
     metrics = [MetricChange(name, unit, value, measured_b[name][1]) for name, (unit, value) in measured_a.items()]
     warnings = {v.id: warnings_for(pairs_health(t)) for v, t in ((a, tables_a), (b, tables_b))}
-    return VersionDiff(a.id, b.id, b.manifest.get("parent"), metrics, warnings)
+    return VersionDiff(a.id, b.id, b.manifest.parent, metrics, warnings)
 
 
 def diff_view(diff: VersionDiff) -> Group:

@@ -78,15 +78,15 @@ def evaluation_view(version: Version, damaged: list[str]) -> Group:
     summary.add_column(style="bold")
     summary.add_column()
     rows = [
-        ("version", f"{version.id}  ({m['kind']})"),
-        ("created", f"{m['created_at']}  code {m['code_version']['git'] or m['code_version']['package']}"),
-        ("judge", f"{m['judge']['model']['spec']}  {m['judge']['model']['fingerprint'][:23]}"),
-        ("judge template", f"{m['judge_template']['name']}  sha256 {m['judge_template']['sha256'][:16]}"),
-        ("input", m["input"]["spec"]),
-        ("plots", ", ".join(m.get("plots", [])) or "none"),
-        ("files", "[red]damaged: " + ", ".join(damaged) + "[/]" if damaged else f"{len(m['files'])} files, checksums ok"),
+        ("version", f"{version.id}  ({m.kind})"),
+        ("created", f"{m.created_at}  code {m.code()}"),
+        ("judge", f"{m.model_spec('judge')}  {m.models['judge']['model']['fingerprint'][:23]}"),
+        ("judge template", f"{m.judge['name']}  sha256 {m.judge['sha256'][:16]}"),
+        ("input", next(iter(m.inputs.values()), {}).get("spec", "-")),
+        ("plots", ", ".join(m.extra.get("plots", [])) or "none"),
+        ("files", "[red]damaged: " + ", ".join(damaged) + "[/]" if damaged else f"{len(m.files)} files, checksums ok"),
     ]
     for label, value in rows:
         summary.add_row(label, value)
-    results = matches_table(m["stats"]["matches"]) if m["kind"] == "h2h" else reward_model_table(m["stats"])
+    results = matches_table(m.stats["matches"]) if m.kind == "h2h" else reward_model_table(m.stats)
     return Group(summary, results, health_view(version_health(version), with_matches=False))

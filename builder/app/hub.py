@@ -25,6 +25,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from builder.core.errors import BuilderError
+from builder.core.manifest import Manifest
 from builder.core.store import Store, Version
 
 REPO_TYPE = "dataset"
@@ -75,7 +76,7 @@ def check_repo_id(repo_id: str) -> None:
 def push_operations(version: Version, files_in_repo: Iterable[str] = ()) -> list[CommitOperationAdd | CommitOperationDelete]:
     """The commit that makes a repo hold exactly this version: every file the manifest lists and the manifest,
     and a delete for anything else already there (a previous version's plots), except .gitattributes."""
-    names = [*sorted(version.manifest["files"]), "manifest.json"]
+    names = [*sorted(version.manifest.files), "manifest.json"]
     stale = sorted(set(files_in_repo) - set(names) - {".gitattributes"})
     return [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(version.folder / name)) for name in names] + [
         CommitOperationDelete(path_in_repo=name) for name in stale
@@ -84,9 +85,9 @@ def push_operations(version: Version, files_in_repo: Iterable[str] = ()) -> list
 
 def commit_message(version: Version) -> tuple[str, str]:
     manifest = version.manifest
-    counts = ", ".join(f"{name} {rows}" for name, rows in manifest.get("counts", {}).items())
-    parent = f"; parent {manifest['parent']}" if manifest.get("parent") else ""
-    return f"Add {version.id}", f"{manifest.get('kind', 'version')} {version.id}{parent}. Rows: {counts}."
+    counts = ", ".join(f"{name} {rows}" for name, rows in manifest.counts.items())
+    parent = f"; parent {manifest.parent}" if manifest.parent else ""
+    return f"Add {version.id}", f"{manifest.kind} {version.id}{parent}. Rows: {counts}."
 
 
 def push_version(store: Store, version_id: str, repo_id: str, private: bool = False, branch: str | None = None) -> PushResult:
@@ -126,7 +127,7 @@ def pull_version(ref: HubRef, store: Store) -> tuple[Version, bool]:
 def install_version(folder: Path, store: Store) -> tuple[Version, bool]:
     """Check a downloaded version's files against its own manifest, then copy it into the store."""
     manifest = read_manifest(folder)
-    downloaded = Version(manifest["id"], folder, manifest)
+    downloaded = Version(manifest["id"], folder, Manifest.from_json(manifest))
     damaged = store.verify(downloaded)
     if damaged:
         raise BuilderError(f"{downloaded.id}: checksum mismatch in {', '.join(damaged)}; nothing was installed")

@@ -12,6 +12,7 @@ import duckdb
 import polars as pl
 
 from builder.core.errors import BuilderError
+from builder.core.manifest import Manifest
 from builder.core.store import Store
 
 
@@ -20,11 +21,11 @@ class LocatedVersion:
     """A version's manifest and the folder or URL its files are read from."""
 
     id: str
-    manifest: dict
+    manifest: Manifest
     location: str
 
     def has(self, name: str) -> bool:
-        return name in self.manifest.get("files", {})
+        return name in self.manifest.files
 
     def file(self, name: str) -> str:
         return f"{self.location}/{name}"
@@ -42,7 +43,7 @@ def connect(store: Store, attach: tuple[str, ...] = ()) -> duckdb.DuckDBPyConnec
         raise BuilderError(f"store {store.root} has no versions yet")
     # every table any version has becomes a view, pairs and evaluation versions alike; an attached manifest
     # comes from elsewhere, so only plain names become SQL identifiers
-    names = {name.removesuffix(".parquet") for v in located for name in v.manifest.get("files", {}) if name.endswith(".parquet")}
+    names = {name.removesuffix(".parquet") for v in located for name in v.manifest.files if name.endswith(".parquet")}
     tables = sorted(name for name in names if name.isidentifier())
     for table in tables:
         parts = [
@@ -75,7 +76,7 @@ def attached_version(connection: duckdb.DuckDBPyConnection, location: str) -> Lo
         raise BuilderError(f"cannot read {base}/manifest.json: {str(error).splitlines()[0]}") from None
     if not isinstance(manifest, dict) or "id" not in manifest:
         raise BuilderError(f"{location} is not a dataset version: no manifest.json with an id")
-    return LocatedVersion(manifest["id"], manifest, base)
+    return LocatedVersion(manifest["id"], Manifest.from_json(manifest), base)
 
 
 def use_hub_token(connection: duckdb.DuckDBPyConnection) -> None:
@@ -98,14 +99,14 @@ def versions_frame(versions: list[LocatedVersion]) -> pl.DataFrame:
     rows = [
         {
             "version": v.id,
-            "kind": v.manifest.get("kind"),
-            "created_at": v.manifest.get("created_at"),
-            "parent": v.manifest.get("parent"),
-            "policy": v.manifest.get("policy", {}).get("model", {}).get("spec"),
-            "judge": v.manifest.get("judge", {}).get("model", {}).get("spec"),
-            "seed": v.manifest.get("seed"),
+            "kind": v.manifest.kind,
+            "created_at": v.manifest.created_at,
+            "parent": v.manifest.parent,
+            "policy": v.manifest.model_spec("policy") or v.manifest.model_spec("generator"),
+            "judge": v.manifest.model_spec("judge"),
+            "seed": v.manifest.seed,
             "location": v.location,
-            "manifest": json.dumps(v.manifest),
+            "manifest": json.dumps(v.manifest.to_json()),
         }
         for v in versions
     ]

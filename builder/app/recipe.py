@@ -23,12 +23,8 @@ from builder.core.errors import BuilderError
 from builder.core.records import file_sha256
 from builder.core.store import Store, now
 from builder.engines.models import DEFAULT_MODEL
-from builder.stages.eft import MakeEftConfig
-from builder.stages.make_pairs import MakePairsConfig
-from builder.stages.seed import ImportOasstConfig
-from builder.stages.self_instruct import MakePromptsConfig
-from builder.stages.sft_mix import MixSftConfig
-from trainers.train import METHOD_DEFAULTS, TrainConfig
+from builder.stages.configs import ImportOasstConfig, MakeEftConfig, MakePairsConfig, MakePromptsConfig, MixSftConfig
+from trainers.configs import METHOD_DEFAULTS, TrainConfig
 
 GENERATION_KEYS = ("backend", "batch_size", "dtype")  # `generation:` settings, shared by every step that generates
 TOP_LEVEL = {"name", "base", "seed", "judge_template", "generation", "import_oasst", "seed_data", "make_eft", "mix_sft", "sft", "iteration", "iterations"}
@@ -244,7 +240,7 @@ def run_step(step: Step, outputs: dict[str, str], store: Store) -> tuple[str, bo
 
     config = step.config(**resolved(step.settings, outputs))
     if step.kind == "import-oasst":
-        version, built = import_oasst(config.path, store, config.lang, config.limit, config.seed)
+        version, built = import_oasst(config, store)
         return version.id, built
     if step.kind == "train":
         _, trained = train(config, store)

@@ -1,13 +1,20 @@
 """Rich views of the store: `builder ls` and `builder show`."""
 
-import polars as pl
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from rich import box
 from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from builder.core.manifest import Manifest
 from builder.core.store import Store, Version
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 def _pct(rate) -> str:
@@ -16,15 +23,6 @@ def _pct(rate) -> str:
 
 def _value(number) -> str:
     return "-" if number is None else str(number)
-
-
-def _models(manifest: dict) -> str:
-    # a local folder is shown by its name; the manifest keeps the full path
-    names = []
-    for role in ("policy", "judge"):
-        spec = manifest.get(role, {}).get("model", manifest.get("model", {})).get("spec", "-")
-        names.append(spec.rstrip("/").rsplit("/", 1)[-1] if spec.startswith(("/", ".")) else spec)
-    return names[0] if names[0] == names[1] else " / ".join(names)
 
 
 def versions_table(store: Store) -> Table:
@@ -36,16 +34,28 @@ def versions_table(store: Store) -> Table:
     table.add_column("summary", overflow="fold", min_width=20)
     for v in store.versions():
         m = v.manifest
-        table.add_row(v.id, m.get("created_at", "")[:10], _models(m), str(m.get("counts", {}).get("prompts", "-")), kind_summary(m))
+        table.add_row(v.id, m.created_at[:10], m.model_names(), str(m.counts.get("prompts", "-")), kind_summary(m))
     return table
 
 
-def kind_summary(manifest: dict) -> str:
+def models_table(models: list[dict]) -> Table:
+    from builder.core.registry import ancestry, final_metrics
+
+    by_name = {m["name"]: m for m in models}
+    table = Table(title="models", title_justify="left")
+    for column in ("name", "lineage", "training", "final metrics"):
+        table.add_column(column, overflow="fold", no_wrap=column == "lineage", ratio=None if column in ("name", "lineage") else 1)
+    for m in models:
+        training = f"{m['method']}, {m['steps']} steps on {m['data']['version']}"
+        table.add_row(m["name"], " → ".join(ancestry(m, by_name)), training, final_metrics(m["metrics"]))
+    return table
+
+
+def kind_summary(manifest: Manifest) -> str:
     """What `builder ls` says about a version, in a few words fitting its kind."""
-    stats = manifest.get("stats", {})
-    kind = manifest.get("kind")
+    stats, kind = manifest.stats, manifest.kind
     if kind == "pairs":
-        return (f"{manifest['counts'].get('pairs', 0)} pairs, ties {_pct(stats.get('tie_rate'))}, "
+        return (f"{manifest.counts.get('pairs', 0)} pairs, ties {_pct(stats.get('tie_rate'))}, "
                 f"unparsed {_pct(stats.get('parse_failure_rate'))}")
     if kind == "eft":
         return f"agreement {_pct(stats.get('agreement_rate'))}, {stats.get('eft_examples')} EFT examples"
@@ -65,30 +75,30 @@ def kind_summary(manifest: dict) -> str:
 
 def version_view(version: Version, damaged: list[str]) -> Group:
     m = version.manifest
-    stats = m["stats"]
+    stats = m.stats
     summary = Table.grid(padding=(0, 2))
     summary.add_column(style="bold")
     summary.add_column()
-    sampling = m["sampling"]
+    policy, judge, prompts = m.models["policy"], m.models["judge"], m.inputs["prompts"]
     for label, value in (
-        ("version", version.id + (f"  (parent {m['parent']})" if m.get("parent") else "")),
-        ("created", f"{m['created_at']}  code {m['code_version']['git'] or m['code_version']['package']}"),
-        ("policy", f"{m['policy']['model']['spec']}  {m['policy']['model']['fingerprint'][:23]}"),
-        ("judge", f"{m['judge']['model']['spec']}  {m['judge']['model']['fingerprint'][:23]}"),
-        ("engine", ", ".join(f"{k}={v}" for k, v in m["policy"]["engine"].items() if k != "model")),
-        ("candidates", _sampling(sampling["candidates"])),
-        ("judgments", _sampling(sampling["judgments"])),
-        ("seed", str(m["seed"])),
-        ("judge template", f"{m['judge_template']['name']}  sha256 {m['judge_template']['sha256'][:16]}"),
-        ("prompts from", f"{m['input']['spec']}  ({m['input']['fingerprint'][:30]})"),
-        ("files", "[red]damaged: " + ", ".join(damaged) + "[/]" if damaged else f"{len(m['files'])} files, checksums ok"),
+        ("version", version.id + (f"  (parent {m.parent})" if m.parent else "")),
+        ("created", f"{m.created_at}  code {m.code()}"),
+        ("policy", f"{policy['model']['spec']}  {policy['model']['fingerprint'][:23]}"),
+        ("judge", f"{judge['model']['spec']}  {judge['model']['fingerprint'][:23]}"),
+        ("engine", ", ".join(f"{k}={v}" for k, v in policy["engine"].items() if k != "model")),
+        ("candidates", _sampling(m.sampling["candidates"])),
+        ("judgments", _sampling(m.sampling["judgments"])),
+        ("seed", str(m.seed)),
+        ("judge template", f"{m.judge['name']}  sha256 {m.judge['sha256'][:16]}"),
+        ("prompts from", f"{prompts['spec']}  ({prompts['fingerprint'][:30]})"),
+        ("files", "[red]damaged: " + ", ".join(damaged) + "[/]" if damaged else f"{len(m.files)} files, checksums ok"),
     ):
         summary.add_row(label, value)
 
     counts = Table(title="rows", title_justify="left")
     counts.add_column("table")
     counts.add_column("rows", justify="right")
-    for name, rows in m["counts"].items():
+    for name, rows in m.counts.items():
         counts.add_row(name, str(rows))
 
     drops = Table(title="dropped, by reason", title_justify="left")
@@ -155,28 +165,29 @@ def kind_view(version: Version, damaged: list[str]) -> Group:
     summary = Table.grid(padding=(0, 2))
     summary.add_column(style="bold")
     summary.add_column()
-    summary.add_row("version", f"{version.id}  ({m['kind']})")
-    for parent in m.get("parents") or ([m["parent"]] if m.get("parent") else []):
+    summary.add_row("version", f"{version.id}  ({m.kind})")
+    for parent in m.all_parents():
         summary.add_row("parent", parent)
-    if m.get("model"):
-        summary.add_row("model", f"{m['model']['spec']}  {m['model']['fingerprint'][:23]}")
-    for name, value in m.get("input", {}).items():
-        if value is not None:
-            summary.add_row(f"input {name}", str(value))
-    summary.add_row("created", f"{m['created_at']}  code {m['code_version']['git'] or m['code_version']['package']}")
-    summary.add_row("files", f"{len(m['files'])} files, " + (f"[red]checksum mismatch: {', '.join(damaged)}[/]" if damaged else "checksums ok"))
+    for role, used in m.models.items():
+        summary.add_row(role, f"{used['model']['spec']}  {used['model']['fingerprint'][:23]}")
+    for role, source in m.inputs.items():
+        summary.add_row(f"input {role}", ", ".join(f"{k} {v}" for k, v in source.items() if v is not None and k != "kind"))
+    summary.add_row("created", f"{m.created_at}  code {m.code()}")
+    summary.add_row("files", f"{len(m.files)} files, " + (f"[red]checksum mismatch: {', '.join(damaged)}[/]" if damaged else "checksums ok"))
     counts = Table(title="rows", title_justify="left")
     counts.add_column("table")
     counts.add_column("rows", justify="right")
-    for name, rows in m["counts"].items():
+    for name, rows in m.counts.items():
         counts.add_row(name, str(rows))
     stats = Table(title="statistics", title_justify="left")
     stats.add_column("measure")
     stats.add_column("value", justify="right")
-    for name, value in m.get("stats", {}).items():
+    for name, value in m.stats.items():
         stats.add_row(name.replace("_", " "), _pct(value) if name.endswith("_rate") else _value(value))
     parts = [Panel(summary, title="manifest", title_align="left"), counts, stats]
-    if m["counts"].get("dropped") and "dropped.parquet" not in damaged:
+    if m.counts.get("dropped") and "dropped.parquet" not in damaged:
+        import polars as pl
+
         dropped = pl.read_parquet(version.folder / "dropped.parquet").group_by("level", "reason").len().sort("level", "reason")
         drops = Table(title="dropped, by reason", title_justify="left")
         for column in ("level", "reason", "rows"):

@@ -5,6 +5,8 @@ from importlib import resources
 import polars as pl
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from builder.core.manifest import Manifest
+
 TABLES = ("pairs", "candidates", "judgments", "prompts", "dropped")
 
 
@@ -33,15 +35,15 @@ KIND_TITLES = {
 }
 
 
-def render_kind_card(manifest: dict, tables: dict[str, pl.DataFrame]) -> str:
+def render_kind_card(manifest: Manifest, tables: dict[str, pl.DataFrame]) -> str:
     """The card of the seed, EFT, prompts and SFT versions: what it is, where it came from, counts and stats."""
-    title, what, default = KIND_TITLES[manifest["kind"]]
+    title, what, default = KIND_TITLES[manifest.kind]
     card_data = DatasetCardData(
-        pretty_name=f"{title} {manifest['id']}",
+        pretty_name=f"{title} {manifest.id}",
         license="other",
         task_categories=["text-generation"],
         size_categories=size_category(max((t.height for t in tables.values()), default=0)),
-        tags=["self-rewarding", manifest["kind"], "synthetic"],
+        tags=["self-rewarding", manifest.kind, "synthetic"],
         configs=table_configs(tables, default),
     )
     template = resources.files("cards").joinpath("kind_card.md").read_text(encoding="utf-8")
@@ -50,14 +52,14 @@ def render_kind_card(manifest: dict, tables: dict[str, pl.DataFrame]) -> str:
         template_str=template,
         title=title,
         what=what,
-        id=manifest["id"],
-        kind=manifest["kind"],
-        parents=manifest.get("parents") or ([manifest["parent"]] if manifest.get("parent") else []),
-        model=manifest.get("model", {}).get("spec"),
-        inputs=manifest.get("input", {}),
-        counts=manifest["counts"],
-        stats=manifest.get("stats", {}),
-        created_at=manifest["created_at"],
-        code=manifest["code_version"]["git"] or manifest["code_version"]["package"],
+        id=manifest.id,
+        kind=manifest.kind,
+        parents=manifest.all_parents(),
+        model=manifest.model_names() if manifest.models else None,
+        inputs={role: source.get("spec") for role, source in manifest.inputs.items()},
+        counts=manifest.counts,
+        stats=manifest.stats,
+        created_at=manifest.created_at,
+        code=manifest.code(),
     )
     return str(card)

@@ -1,16 +1,12 @@
-"""The options that choose and tune a generation backend, shared by every command that generates."""
+"""The knobs that choose a model and tune a generation backend, shared by every stage that generates."""
 
-import functools
 from dataclasses import dataclass
 
-import click
-
 from builder.core.errors import BuilderError
+from builder.core.knobs import knob
 
 BACKENDS = ("transformers", "vllm", "openai")
 DTYPES = ("auto", "bfloat16", "float16", "float32")  # auto: see generators.resolve_dtype
-
-dtype_option = click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True, help="auto: bfloat16 on a GPU, float32 on a CPU")
 
 
 @dataclass(frozen=True)
@@ -32,70 +28,69 @@ class EngineOptions:
             raise BuilderError("--backend openai needs at least one --endpoint URL")
         if backend != "vllm" and (self.tensor_parallel_size != 1 or self.max_model_len is not None):
             raise BuilderError("--tensor-parallel-size and --max-model-len need --backend vllm")
-        if self.tensor_parallel_size < 1 or (self.max_model_len is not None and self.max_model_len < 1):
-            raise BuilderError("--tensor-parallel-size and --max-model-len must be at least 1")
 
 
-_OPTIONS = [
-    click.option("--backend", type=click.Choice(BACKENDS), default="transformers", show_default=True,
-                 help="transformers (in-process), vllm (in-process engine), openai (OpenAI-compatible servers)"),
-    click.option("--endpoint", "endpoints", multiple=True, help="openai: a server's API root, e.g. http://127.0.0.1:8000/v1; repeat for a pool"),
-    click.option("--max-concurrency", type=int, default=8, show_default=True, help="openai: requests in flight per endpoint"),
-    click.option("--request-timeout", type=float, default=600.0, show_default=True, help="openai: seconds per call"),
-    click.option("--max-retries", type=int, default=5, show_default=True, help="openai: retries of a call that failed (429, 5xx, connection)"),
-    click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="openai: environment variable with the API key"),
-    click.option("--tensor-parallel-size", type=int, default=1, show_default=True, help="vllm: GPUs per model"),
-    click.option("--max-model-len", type=int, default=None, help="vllm: context length [default: the model's]"),
-]
-_FIELDS = ("endpoints", "max_concurrency", "request_timeout", "max_retries", "api_key_env", "tensor_parallel_size", "max_model_len")
+@dataclass(frozen=True, kw_only=True)
+class ModelKnobs:
+    model: str | None = knob(None, "A local folder, a registered name (M1, M2…), a Hub id[@rev], or the embedded default "
+                                   "[default: smollm2-135m-instruct]", short="-m")
 
 
-_JUDGE_OPTIONS = [
-    click.option("--judge-backend", type=click.Choice(BACKENDS), default=None,
-                 help="The judge's own backend [default: --backend; openai when --judge-endpoint is given]"),
-    click.option("--judge-endpoint", "judge_endpoints", multiple=True, help="openai: a server for the judge alone, e.g. a hosted API; repeat for a pool"),
-    click.option("--judge-api-key-env", default="OPENAI_API_KEY", show_default=True, help="openai: environment variable with the judge's API key"),
-]
+@dataclass(frozen=True, kw_only=True)
+class EngineKnobs:
+    seed: int = knob(0, "Random seed: every sampled request, split and shuffle follows from it")
+    backend: str = knob("transformers", "transformers (in-process), vllm (in-process engine), openai (OpenAI-compatible servers)",
+                        choices=BACKENDS)
+    batch_size: int = knob(16, "Requests per generate call", rule="positive")
+    dtype: str = knob("auto", "auto: bfloat16 on a GPU, float32 on a CPU", choices=DTYPES)
+    endpoints: tuple[str, ...] = knob((), "openai: a server's API root, e.g. http://127.0.0.1:8000/v1; repeat for a pool", flag="--endpoint")
+    max_concurrency: int = knob(8, "openai: requests in flight per endpoint", rule="positive")
+    request_timeout: float = knob(600.0, "openai: seconds per call", rule="positive")
+    max_retries: int = knob(5, "openai: retries of a call that failed (429, 5xx, connection)", rule="non_negative")
+    api_key_env: str = knob("OPENAI_API_KEY", "openai: environment variable with the API key")
+    tensor_parallel_size: int = knob(1, "vllm: GPUs per model", rule="positive")
+    max_model_len: int | None = knob(None, "vllm: context length [default: the model's]", rule="positive")
+
+    @property
+    def engine_options(self) -> EngineOptions:
+        return EngineOptions(tuple(self.endpoints), self.max_concurrency, self.request_timeout, self.max_retries,
+                             self.api_key_env, self.tensor_parallel_size, self.max_model_len)
+
+    def check_engine(self) -> None:
+        self.engine_options.check(self.backend)
 
 
-def judge_engine(backend: str, options: EngineOptions, judge_backend: str | None, judge_options: EngineOptions | None) -> tuple[str, EngineOptions]:
-    """The judge's backend and options: its own where given, the policy's otherwise."""
-    return (judge_backend, judge_options or EngineOptions()) if judge_backend else (backend, options)
+@dataclass(frozen=True, kw_only=True)
+class JudgeModelKnobs:
+    """A judge that is another model, or the same model on another backend (a hosted API, say)."""
 
+    judge: str | None = knob(None, "Judge model, a spec like --model [default: the policy judges itself]", short="-j")
+    judge_backend: str | None = knob(None, "The judge's own backend [default: --backend; openai when --judge-endpoint is given]",
+                                     choices=BACKENDS)
+    judge_endpoints: tuple[str, ...] = knob((), "openai: a server for the judge alone, e.g. a hosted API; repeat for a pool",
+                                            flag="--judge-endpoint")
+    judge_api_key_env: str = knob("OPENAI_API_KEY", "openai: environment variable with the judge's API key")
 
-def backend_options(command):
-    """Adds the backend options; the command receives `backend` and one `engine_options` (EngineOptions)."""
-
-    @functools.wraps(command)
-    def gather(*args, **kwargs):
-        options = EngineOptions(**{name: kwargs.pop(name) for name in _FIELDS})
-        options.check(kwargs["backend"])
-        return command(*args, engine_options=options, **kwargs)
-
-    for option in reversed(_OPTIONS):
-        gather = option(gather)
-    return gather
-
-
-def judge_backend_options(command):
-    """Adds the judge's own backend options (after backend_options); the command receives `judge_backend` (None:
-    the policy's) and `judge_engine_options`. Concurrency, timeout and retries are shared with the policy's."""
-
-    @functools.wraps(command)
-    def gather(*args, **kwargs):
-        backend, endpoints, key_env = kwargs.pop("judge_backend"), kwargs.pop("judge_endpoints"), kwargs.pop("judge_api_key_env")
-        options = None
-        if endpoints and backend not in (None, "openai"):
+    def judge_engine(self) -> tuple[str, EngineOptions]:
+        """The judge's backend and options: its own where given (concurrency, timeout and retries shared with the
+        policy's), the policy's otherwise."""
+        backend = self.judge_backend
+        if self.judge_endpoints and backend not in (None, "openai"):
             raise BuilderError("--judge-endpoint needs --judge-backend openai")
-        backend = backend or ("openai" if endpoints else None)
-        if backend == "openai" and not endpoints:
+        backend = backend or ("openai" if self.judge_endpoints else None)
+        if backend is None:
+            return self.backend, self.engine_options
+        if backend == "openai" and not self.judge_endpoints:
             raise BuilderError("--judge-backend openai needs at least one --judge-endpoint URL")
-        if backend is not None:
-            shared = kwargs["engine_options"]
-            options = EngineOptions(endpoints, shared.max_concurrency, shared.request_timeout, shared.max_retries, key_env)
-            options.check(backend)
-        return command(*args, judge_backend=backend, judge_engine_options=options, **kwargs)
+        shared = self.engine_options
+        options = EngineOptions(tuple(self.judge_endpoints), shared.max_concurrency, shared.request_timeout, shared.max_retries,
+                                self.judge_api_key_env)
+        options.check(backend)
+        return backend, options
 
-    for option in reversed(_JUDGE_OPTIONS):
-        gather = option(gather)
-    return gather
+
+@dataclass(frozen=True, kw_only=True)
+class SamplingKnobs:
+    temperature: float = knob(0.7, "Sampling temperature (0: greedy)", rule="non_negative")
+    top_p: float = knob(0.9, "Nucleus sampling: keep the smallest set of tokens whose probability reaches this", rule="probability")
+    max_new_tokens: int = knob(256, "Length limit of each generated answer, in tokens", rule="positive")

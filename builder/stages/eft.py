@@ -17,54 +17,26 @@ and written as the `heldout` table in the ranked format, for `builder eval rewar
 
 import hashlib
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 
 import polars as pl
 
 from builder.core.cards import render_kind_card
-from builder.core.errors import BuilderError
+from builder.core.manifest import Manifest
 from builder.core.prompts import turn
 from builder.core.records import Sampling, stable_hash
 from builder.core.schemas import DROPPED_SCHEMA
-from builder.core.store import Store, Version, version_id
+from builder.core.stage import StageOutput, build_version
+from builder.core.store import Store, Version
 from builder.engines.generators import load_generator, resolve_dtype
 from builder.engines.models import resolve_model
-from builder.engines.options import EngineOptions
 from builder.judging.judge import JudgeTemplate, load_template
 from builder.judging.metrics import group_metrics
 from builder.judging.score import judge_candidates
 from builder.stages.aggregate import score_candidates, unlabelled
+from builder.stages.configs import MakeEftConfig
 from builder.stages.ranked import ranked_tables
 from builder.stages.seed import load_seed
-
-
-@dataclass(frozen=True)
-class MakeEftConfig:
-    ranked: str | None = None  # None: the shipped ranked groups
-    model: str | None = None  # None: the embedded default
-    held_out: float = 0.2
-    limit: int | None = None
-    n_judgments: int = 3
-    judge_temperature: float = 0.7
-    judge_top_p: float = 0.9
-    judge_max_new_tokens: int = 256
-    judge_template: str | None = None
-    seed: int = 0
-    backend: str = "transformers"
-    batch_size: int = 16
-    dtype: str = "auto"  # bfloat16 on a GPU, float32 on a CPU
-    engine_options: EngineOptions = EngineOptions()
-
-    def validate(self) -> None:
-        for name in ("n_judgments", "judge_max_new_tokens", "batch_size"):
-            if getattr(self, name) < 1:
-                raise BuilderError(f"--{name.replace('_', '-')} must be at least 1")
-        if not 0 <= self.held_out < 1:
-            raise BuilderError("--held-out must be in [0, 1)")
-        if self.limit is not None and self.limit < 1:
-            raise BuilderError("--limit must be at least 1")
-        if self.judge_temperature < 0 or not 0 < self.judge_top_p <= 1:
-            raise BuilderError("--judge-temperature must not be negative and --judge-top-p must be in (0, 1]")
 
 
 def held_out_ids(prompt_ids: list[str], fraction: float, seed: int) -> set[str]:
@@ -90,53 +62,53 @@ def make_eft(config: MakeEftConfig, store: Store) -> tuple[Version, bool]:
         "held_out": config.held_out, "model": model_ref.fingerprint, "sampling": asdict(sampling),
         "judge_template": template.sha256, "engine": engine, "seed": config.seed,
     }
-    vid = version_id("eft", identity)
-    if store.exists(vid):
-        return store.load(vid), False
 
-    train_prompts = prompts.filter(~pl.col("prompt_id").is_in(list(heldout)))
-    train = candidates.filter(~pl.col("prompt_id").is_in(list(heldout)))
-    started = time.perf_counter()
-    judge = load_generator(model_ref, config.backend, config.dtype, config.batch_size, config.engine_options)
-    judgments = judge_candidates(judge, template, train_prompts, train, sampling, config.seed, store, config.batch_size)
-    judging_s = time.perf_counter() - started
-    scored = score_candidates(train, judgments).sort("candidate_id")
-    groups = agreement(scored)
-    examples = eft_examples(groups, scored, judgments, train_prompts, template)
-    tables = {
-        "eft": examples,
-        "groups": groups,
-        "candidates": scored,
-        "judgments": judgments.sort("judgment_id"),
-        "heldout": ranked_format(prompts.filter(pl.col("prompt_id").is_in(list(heldout))), candidates),
-        "prompts": prompts,
-        "dropped": pl.concat([dropped_groups, rejected(groups), unlabelled(scored, judgments)]),
-    }
-    judged = groups.filter(pl.col("reason").fill_null("") != "no_human_order").height
-    agreeing = int(groups["agrees"].sum())
-    manifest = {
-        "kind": "eft",
-        "parent": source.parent,
-        "model": model_ref.to_json(),
-        "judge": {"engine": judge.identity, "sampling": asdict(sampling)},
-        "judge_template": template.to_json(),
-        "seed": config.seed,
-        "input": {"ranked": source.spec, "fingerprint": source.fingerprint, "limit": config.limit, "held_out": config.held_out},
-        "identity": identity,
-        "agreement_rule": "every pair of differently ranked responses strictly ordered the same way by mean score",
-        "stats": {
-            "groups": prompts.height,
-            "heldout_groups": len(heldout),
-            "train_groups": train_prompts.height,
-            "agreeing_groups": agreeing,
-            "agreement_rate": round(agreeing / judged, 4) if judged else None,
-            "eft_examples": examples.height,
-            "judgments": judgments.height,
-            "unparsed_judgments": int(judgments["score"].null_count()),
-        },
-        "timing_s": {"judgments": round(judging_s, 2)},
-    }
-    return store.write_version(vid, tables, manifest, render_kind_card), True
+    def run(vid: str) -> StageOutput:
+        train_prompts = prompts.filter(~pl.col("prompt_id").is_in(list(heldout)))
+        train = candidates.filter(~pl.col("prompt_id").is_in(list(heldout)))
+        started = time.perf_counter()
+        judge = load_generator(model_ref, config.backend, config.dtype, config.batch_size, config.engine_options)
+        judgments = judge_candidates(judge, template, train_prompts, train, sampling, config.seed, store, config.batch_size)
+        judging_s = time.perf_counter() - started
+        scored = score_candidates(train, judgments).sort("candidate_id")
+        groups = agreement(scored)
+        examples = eft_examples(groups, scored, judgments, train_prompts, template)
+        tables = {
+            "eft": examples,
+            "groups": groups,
+            "candidates": scored,
+            "judgments": judgments.sort("judgment_id"),
+            "heldout": ranked_format(prompts.filter(pl.col("prompt_id").is_in(list(heldout))), candidates),
+            "prompts": prompts,
+            "dropped": pl.concat([dropped_groups, rejected(groups), unlabelled(scored, judgments)]),
+        }
+        judged = groups.filter(pl.col("reason").fill_null("") != "no_human_order").height
+        agreeing = int(groups["agrees"].sum())
+        manifest = Manifest(
+            kind="eft",
+            parent=source.parent,
+            inputs={"ranked": {"spec": source.spec, "fingerprint": source.fingerprint, "limit": config.limit, "held_out": config.held_out}},
+            models={"judge": {"model": model_ref.to_json(), "engine": judge.identity}},
+            sampling={"judgments": asdict(sampling)},
+            judge=template.to_json(),
+            seed=config.seed,
+            extra={"agreement_rule": "every pair of differently ranked responses strictly ordered the same way by mean score"},
+            stats={
+                "groups": prompts.height,
+                "heldout_groups": len(heldout),
+                "train_groups": train_prompts.height,
+                "agreeing_groups": agreeing,
+                "agreement_rate": round(agreeing / judged, 4) if judged else None,
+                "eft_examples": examples.height,
+                "judgments": judgments.height,
+                "unparsed_judgments": int(judgments["score"].null_count()),
+            },
+            timing_s={"judgments": round(judging_s, 2)},
+        )
+        return StageOutput(tables, manifest, render_kind_card)
+
+    return build_version(store, "eft", identity, run)
+
 
 
 def agreement(scored: pl.DataFrame) -> pl.DataFrame:

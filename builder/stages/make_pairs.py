@@ -5,64 +5,26 @@ the generation cache so that a killed run continues where it stopped and gives t
 """
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 
 import polars as pl
 
-from builder.core.errors import BuilderError
+from builder.core.manifest import Manifest
 from builder.core.prompts import load_prompts
 from builder.core.records import Completion, Request, Sampling, make_request, stable_hash
 from builder.core.schemas import CANDIDATES_SCHEMA
+from builder.core.stage import StageOutput, build_version
 from builder.core.stats import pairs_stats
-from builder.core.store import Store, Version, version_id
+from builder.core.store import Store, Version
 from builder.engines.generators import Generator, load_generator, resolve_dtype
 from builder.engines.models import resolve_model
-from builder.engines.options import EngineOptions, judge_engine
 from builder.engines.runner import run_requests
 from builder.judging.health import pairs_health
 from builder.judging.judge import load_template
 from builder.judging.score import judge_candidates
 from builder.stages.aggregate import build_labels
+from builder.stages.configs import MakePairsConfig
 from builder.stages.pairs_card import render_pairs_card
-
-
-@dataclass(frozen=True)
-class MakePairsConfig:
-    model: str | None = None  # None: the embedded default
-    judge: str | None = None  # None: the policy judges itself
-    prompts: str | None = None  # None: the shipped sample prompts
-    limit: int | None = None
-    n_samples: int = 4
-    n_judgments: int = 3
-    temperature: float = 0.7
-    top_p: float = 0.9
-    max_new_tokens: int = 256
-    judge_temperature: float = 0.7
-    judge_top_p: float = 0.9
-    judge_max_new_tokens: int = 256
-    judge_template: str | None = None
-    seed: int = 0
-    backend: str = "transformers"
-    batch_size: int = 16
-    dtype: str = "auto"  # bfloat16 on a GPU, float32 on a CPU
-    engine_options: EngineOptions = EngineOptions()
-    judge_backend: str | None = None  # None: the policy's backend and options
-    judge_engine_options: EngineOptions | None = None
-
-    def validate(self) -> None:
-        for name in ("n_samples", "n_judgments", "max_new_tokens", "judge_max_new_tokens", "batch_size"):
-            if getattr(self, name) < 1:
-                raise BuilderError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.n_samples < 2:
-            raise BuilderError("--n-samples must be at least 2: a pair needs two candidates")
-        if self.limit is not None and self.limit < 1:
-            raise BuilderError("--limit must be at least 1")
-        for name in ("temperature", "judge_temperature"):
-            if getattr(self, name) < 0:
-                raise BuilderError(f"--{name.replace('_', '-')} must not be negative")
-        for name in ("top_p", "judge_top_p"):
-            if not 0 < getattr(self, name) <= 1:
-                raise BuilderError(f"--{name.replace('_', '-')} must be in (0, 1]")
 
 
 def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
@@ -71,7 +33,7 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
     config = replace(config, dtype=resolve_dtype(config.dtype))
     prompts, dropped_prompts, source = load_prompts(config.prompts, store, config.limit)
     template = load_template(config.judge_template)
-    judge_backend, judge_options = judge_engine(config.backend, config.engine_options, config.judge_backend, config.judge_engine_options)
+    judge_backend, judge_options = config.judge_engine()
     policy_ref = resolve_model(config.model, store.root, config.backend == "openai")
     judge_ref = policy_ref if config.judge is None else resolve_model(config.judge, store.root, judge_backend == "openai")
     candidate_sampling = Sampling(config.n_samples, config.temperature, config.top_p, config.max_new_tokens)
@@ -87,44 +49,43 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
         "judge_template": template.sha256,
         "seed": config.seed,
     } | ({"judge_engine": {"backend": judge_backend}} if judge_backend != config.backend else {})
-    vid = version_id("pairs", identity)
-    if store.exists(vid):
-        return store.load(vid), False
 
-    options = {"dtype": config.dtype, "batch_size": config.batch_size, "engine_options": config.engine_options}
-    policy = load_generator(policy_ref, config.backend, **options)
-    same_engine = judge_ref == policy_ref and (judge_backend, judge_options) == (config.backend, config.engine_options)
-    judge = policy if same_engine else load_generator(judge_ref, judge_backend, **options | {"engine_options": judge_options})
+    def run(vid: str) -> StageOutput:
+        options = {"dtype": config.dtype, "batch_size": config.batch_size, "engine_options": config.engine_options}
+        policy = load_generator(policy_ref, config.backend, **options)
+        same_engine = judge_ref == policy_ref and (judge_backend, judge_options) == (config.backend, config.engine_options)
+        judge = policy if same_engine else load_generator(judge_ref, judge_backend, **options | {"engine_options": judge_options})
 
-    started = time.perf_counter()
-    candidates = generate_candidates(policy, prompts, candidate_sampling, config.seed, store, config.batch_size)
-    candidates_s = time.perf_counter() - started
-    judgments = judge_candidates(judge, template, prompts, candidates, judge_sampling, config.seed, store, config.batch_size)
-    judgments_s = time.perf_counter() - started - candidates_s
+        started = time.perf_counter()
+        candidates = generate_candidates(policy, prompts, candidate_sampling, config.seed, store, config.batch_size)
+        candidates_s = time.perf_counter() - started
+        judgments = judge_candidates(judge, template, prompts, candidates, judge_sampling, config.seed, store, config.batch_size)
+        judgments_s = time.perf_counter() - started - candidates_s
 
-    scored, pairs, dropped = build_labels(prompts, candidates, judgments)
-    tables = {
-        "prompts": prompts,
-        "candidates": scored.sort("candidate_id"),
-        "judgments": judgments.sort("judgment_id"),
-        "pairs": pairs,
-        "dropped": pl.concat([dropped_prompts, dropped]).sort("level", "prompt_id", "candidate_id", "judgment_id", nulls_last=True),
-    }
-    manifest = {
-        "kind": "pairs",
-        "parent": source.parent_version,
-        "policy": {"model": policy_ref.to_json(), "engine": policy.identity},
-        "judge": {"model": judge_ref.to_json(), "engine": judge.identity},
-        "sampling": {"candidates": asdict(candidate_sampling), "judgments": asdict(judge_sampling), "seed": config.seed},
-        "seed": config.seed,
-        "judge_template": template.to_json(),
-        "input": {**source.to_json(), "limit": config.limit, "prompts_fingerprint": identity["input"]},
-        "identity": identity,
-        "stats": pairs_stats(tables),
-        "health": pairs_health(tables),
-        "timing_s": {"candidates": round(candidates_s, 2), "judgments": round(judgments_s, 2)},
-    }
-    return store.write_version(vid, tables, manifest, render_pairs_card), True
+        scored, pairs, dropped = build_labels(prompts, candidates, judgments)
+        tables = {
+            "prompts": prompts,
+            "candidates": scored.sort("candidate_id"),
+            "judgments": judgments.sort("judgment_id"),
+            "pairs": pairs,
+            "dropped": pl.concat([dropped_prompts, dropped]).sort("level", "prompt_id", "candidate_id", "judgment_id", nulls_last=True),
+        }
+        manifest = Manifest(
+            kind="pairs",
+            parent=source.parent_version,
+            inputs={"prompts": {**source.to_json(), "limit": config.limit, "prompts_fingerprint": identity["input"]}},
+            models={"policy": {"model": policy_ref.to_json(), "engine": policy.identity},
+                    "judge": {"model": judge_ref.to_json(), "engine": judge.identity}},
+            sampling={"candidates": asdict(candidate_sampling), "judgments": asdict(judge_sampling)},
+            judge=template.to_json(),
+            seed=config.seed,
+            stats=pairs_stats(tables),
+            health=pairs_health(tables),
+            timing_s={"candidates": round(candidates_s, 2), "judgments": round(judgments_s, 2)},
+        )
+        return StageOutput(tables, manifest, render_pairs_card)
+
+    return build_version(store, "pairs", identity, run)
 
 
 def generate_candidates(policy: Generator, prompts: pl.DataFrame, sampling: Sampling, seed: int, store: Store, batch_size: int) -> pl.DataFrame:

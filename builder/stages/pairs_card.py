@@ -6,13 +6,14 @@ import polars as pl
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from builder.core.cards import TABLES, size_category, table_configs
+from builder.core.manifest import Manifest
 from builder.judging.health import warnings_for
 
 
-def render_pairs_card(manifest: dict, tables: dict[str, pl.DataFrame]) -> str:
+def render_pairs_card(manifest: Manifest, tables: dict[str, pl.DataFrame]) -> str:
     configs = table_configs({name: tables[name] for name in TABLES if name in tables}, default="pairs")
     card_data = DatasetCardData(
-        pretty_name=f"Self-rewarding preference pairs {manifest['id']}",
+        pretty_name=f"Self-rewarding preference pairs {manifest.id}",
         license="other",
         task_categories=["text-generation"],
         size_categories=size_category(tables["pairs"].height),
@@ -20,26 +21,26 @@ def render_pairs_card(manifest: dict, tables: dict[str, pl.DataFrame]) -> str:
         configs=configs,
     )
     template = resources.files("cards").joinpath("dataset_card.md").read_text(encoding="utf-8")
-    sampling = manifest["sampling"]
+    sampling = manifest.sampling
     card = DatasetCard.from_template(
         card_data,
         template_str=template,
-        id=manifest["id"],
-        parent=manifest.get("parent"),
-        policy=manifest["policy"]["model"]["spec"],
-        judge=manifest["judge"]["model"]["spec"],
-        template_name=manifest["judge_template"]["name"],
-        template_sha=manifest["judge_template"]["sha256"],
-        prompt_source=manifest["input"]["spec"],
-        seed=manifest["seed"],
-        created_at=manifest["created_at"],
-        code=manifest["code_version"]["git"] or manifest["code_version"]["package"],
+        id=manifest.id,
+        parent=manifest.parent,
+        policy=manifest.model_spec("policy"),
+        judge=manifest.model_spec("judge"),
+        template_name=manifest.judge["name"],
+        template_sha=manifest.judge["sha256"],
+        prompt_source=manifest.inputs["prompts"]["spec"],
+        seed=manifest.seed,
+        created_at=manifest.created_at,
+        code=manifest.code(),
         n_samples=sampling["candidates"]["n"],
         n_judge_samples=sampling["judgments"]["n"],
-        counts=manifest["counts"],
-        stats=manifest["stats"],
-        health=manifest.get("health"),
-        warnings=warnings_for(manifest["health"]) if "health" in manifest else [],
+        counts=manifest.counts,
+        stats=manifest.stats,
+        health=manifest.health,
+        warnings=warnings_for(manifest.health) if manifest.health else [],
         pct=lambda rate: "n/a" if rate is None else f"{100 * rate:.1f}%",
         value=lambda number: "n/a" if number is None else number,
     )

@@ -1,20 +1,11 @@
 """Human-ranked response groups (prompt, responses, ranks with 1 the best): what make-eft judges and what
 reward-model metrics are measured against."""
 
-from pathlib import Path
 
 import polars as pl
 
 from builder.core.errors import BuilderError
-from builder.core.prompts import normalise, read_file
-
-
-def load_ranked_groups(spec: str, limit: int | None = None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """(prompts, candidates with human ranks, dropped duplicate groups) from a file of ranked groups."""
-    path = Path(spec).expanduser()
-    if not path.is_file():
-        raise BuilderError(f"ranked groups {spec!r}: no such file")
-    return ranked_tables(read_file(path), spec, limit)
+from builder.core.prompts import normalise
 
 
 def ranked_tables(raw: pl.DataFrame, spec: str, limit: int | None = None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:

@@ -17,11 +17,16 @@ import polars as pl
 
 from builder.core.cards import render_kind_card
 from builder.core.errors import BuilderError
+from builder.core.manifest import Manifest
 from builder.core.prompts import normalise, read_file, read_source
 from builder.core.records import file_sha256
-from builder.core.store import Store, Version, version_id
+from builder.core.stage import StageOutput, build_version
+from builder.core.store import Store, Version
+from builder.stages.configs import ImportOasstConfig
 from builder.stages.oasst import convert_oasst
 
+# The tables of a version that can stand for each kind of seed data: an EFT version's held-out groups are ranked data.
+TABLES_OF = {"ift": ("ift",), "ranked": ("ranked", "heldout"), "eft": ("eft",)}
 REQUIRED = {"ift": ("prompt", "response"), "ranked": ("prompt", "responses", "ranks"), "eft": ("prompt", "response", "judgment")}
 
 
@@ -46,11 +51,12 @@ def load_seed(spec: str | None, table: str, store: Store) -> tuple[pl.DataFrame,
         path = shipped_seed(table)
         frame, source = read_file(path), SeedSource(f"shipped:{table}", "sha256:" + file_sha256(path), None)
     elif (folder := _version_folder(spec, store)) is not None:
-        version = Version(folder.name, folder, json.loads((folder / "manifest.json").read_text()))
-        if f"{table}.parquet" not in version.manifest["files"]:
+        version = Version(folder.name, folder, Manifest.from_json(json.loads((folder / "manifest.json").read_text())))
+        found = next((name for name in TABLES_OF[table] if f"{name}.parquet" in version.manifest.files), None)
+        if found is None:
             raise BuilderError(f"version {version.id} has no {table} table")
-        frame = pl.read_parquet(folder / f"{table}.parquet")
-        source = SeedSource(spec, "sha256:" + version.manifest["files"][f"{table}.parquet"]["sha256"], version.id)
+        frame = pl.read_parquet(folder / f"{found}.parquet")
+        source = SeedSource(spec, "sha256:" + version.manifest.files[f"{found}.parquet"]["sha256"], version.id)
     else:
         frame, found = read_source(spec, None, what=f"{table} data")
         source = SeedSource(spec, found.fingerprint, None)
@@ -69,32 +75,24 @@ def _version_folder(spec: str, store: Store) -> Path | None:
     return None if path.exists() else store.find(spec, missing_ok=True)
 
 
-@dataclass(frozen=True)
-class ImportOasstConfig:
-    """`builder import-oasst` as a recipe step."""
-
-    path: str
-    lang: str | None = "en"
-    limit: int | None = None
-    seed: int = 0
-
-
-def import_oasst(path: str, store: Store, lang: str | None, limit: int | None, seed: int) -> tuple[Version, bool]:
+def import_oasst(config: ImportOasstConfig, store: Store) -> tuple[Version, bool]:
     """oasst1 message rows → a seed version with `prompts`, `ift` and `ranked` tables."""
+    config.validate()
+    path, lang, limit, seed = config.path, config.lang or None, config.limit, config.seed
     messages, found = read_source(path, None, what="oasst1 data")
     fingerprint = found.fingerprint
-    vid = version_id("seed", {"input": fingerprint, "lang": lang, "limit": limit, "seed": seed})
-    if store.exists(vid):
-        return store.load(vid), False
-    prompts_raw, ift, ranked = convert_oasst(messages, path, lang, limit, seed)
-    prompts, dropped = normalise(prompts_raw, path, None)
-    tables = {"prompts": prompts, "ift": ift, "ranked": ranked, "dropped": dropped}
-    manifest = {
-        "kind": "seed",
-        "parent": None,
-        "input": {"spec": path, "format": "oasst1", "fingerprint": fingerprint, "lang": lang, "limit": limit, "seed": seed},
-        "identity": {"input": fingerprint, "lang": lang, "limit": limit, "seed": seed},
-        "stats": {"prompts": prompts.height, "ift": ift.height, "ranked_groups": ranked.height,
-                  "ranked_responses": int(ranked["responses"].list.len().sum() or 0)},
-    }
-    return store.write_version(vid, tables, manifest, render_kind_card), True
+
+    def run(vid: str) -> StageOutput:
+        prompts_raw, ift, ranked = convert_oasst(messages, path, lang, limit, seed)
+        prompts, dropped = normalise(prompts_raw, path, None)
+        tables = {"prompts": prompts, "ift": ift, "ranked": ranked, "dropped": dropped}
+        manifest = Manifest(
+            kind="seed",
+            inputs={"oasst": {"spec": path, "format": "oasst1", "fingerprint": fingerprint, "lang": lang, "limit": limit}},
+            seed=seed,
+            stats={"prompts": prompts.height, "ift": ift.height, "ranked_groups": ranked.height,
+                   "ranked_responses": int(ranked["responses"].list.len().sum() or 0)},
+        )
+        return StageOutput(tables, manifest, render_kind_card)
+
+    return build_version(store, "seed", {"input": fingerprint, "lang": lang, "limit": limit, "seed": seed}, run)

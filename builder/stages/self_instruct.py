@@ -11,55 +11,29 @@ similarity of character 5-gram shingles at or above the threshold (MinHash, buil
 import random
 import re
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from importlib import resources
 
 import polars as pl
 
 from builder.core.cards import render_kind_card
 from builder.core.errors import BuilderError
+from builder.core.manifest import Manifest
 from builder.core.prompts import load_prompts, normalise
 from builder.core.records import Completion, Sampling, make_request, stable_hash
 from builder.core.schemas import DROPPED_SCHEMA, GENERATIONS_SCHEMA, PROMPTS_SCHEMA
-from builder.core.store import Store, Version, version_id
+from builder.core.stage import StageOutput, build_version
+from builder.core.store import Store, Version
 from builder.engines.generators import load_generator, resolve_dtype
 from builder.engines.models import resolve_model
-from builder.engines.options import EngineOptions
 from builder.engines.runner import run_requests
+from builder.stages.configs import MakePromptsConfig
 from builder.stages.near_duplicates import best_match, near_duplicates_of_kept, normalised, signatures
 from builder.stages.seed import shipped_seed
 
 # every reason a generation can be dropped for, in the order the filters run
 FILTERS = ("empty", "truncated", "too_short", "too_long", "copy_of_seed", "near_copy_of_seed", "duplicate", "near_duplicate")
 _LABEL = re.compile(r"^\s*(?:\*\*)?(?:new\s+)?task(?:\s*\d+)?\s*[:.)-]\s*(?:\*\*)?\s*", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class MakePromptsConfig:
-    seed_prompts: str | None = None  # None: the prompts of the shipped IFT seed
-    model: str | None = None
-    n: int = 1000
-    shots: int = 8
-    temperature: float = 0.8
-    top_p: float = 0.95
-    max_new_tokens: int = 96
-    min_words: int = 3
-    max_chars: int = 600
-    similarity: float = 0.7
-    seed: int = 0
-    backend: str = "transformers"
-    batch_size: int = 16
-    dtype: str = "auto"  # bfloat16 on a GPU, float32 on a CPU
-    engine_options: EngineOptions = EngineOptions()
-
-    def validate(self) -> None:
-        for name in ("n", "shots", "max_new_tokens", "batch_size", "min_words", "max_chars"):
-            if getattr(self, name) < 1:
-                raise BuilderError(f"--{name.replace('_', '-')} must be at least 1")
-        if not 0 < self.similarity <= 1:
-            raise BuilderError("--similarity must be in (0, 1]")
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise BuilderError("--temperature must not be negative and --top-p must be in (0, 1]")
 
 
 def few_shot_message(template: str, examples: list[str]) -> list[dict]:
@@ -87,56 +61,53 @@ def make_prompts(config: MakePromptsConfig, store: Store) -> tuple[Version, bool
     sampling = Sampling(1, config.temperature, config.top_p, config.max_new_tokens)
     filters = {"min_words": config.min_words, "max_chars": config.max_chars, "similarity": config.similarity}
     identity = {
-        "seeds": stable_hash(seeds["prompt_id"].to_list()), "model": model_ref.fingerprint, "n": config.n, "shots": config.shots,
+        "seeds": stable_hash(seeds["prompt_id"].to_list()), "model": model_ref.fingerprint, "n": config.n_prompts, "shots": config.shots,
         "sampling": asdict(sampling), "template": stable_hash(template), "filters": filters, "seed": config.seed,
         "engine": {"backend": config.backend, "dtype": config.dtype, "batch_size": config.batch_size},
     }
-    vid = version_id("prompts", identity)
-    if store.exists(vid):
-        return store.load(vid), False
+    def run(vid: str) -> StageOutput:
+        started = time.perf_counter()
+        generator = load_generator(model_ref, config.backend, config.dtype, config.batch_size, config.engine_options)
+        shots = draw_shots(seeds["prompt_id"].to_list(), config.n_prompts, config.shots, config.seed)
+        text_of = dict(zip(seeds["prompt_id"], seeds["prompt"]))
+        requests = [
+            make_request(generator.identity, few_shot_message(template, [text_of[p] for p in shown]), sampling, config.seed * 1_000_003 + i)
+            for i, shown in enumerate(shots)
+        ]
+        answers = run_requests(generator, requests, store.generation_cache(generator.identity), config.batch_size, "prompts")
+        generations = filter_generations(
+            [answers[r.key][0] for r in requests], shots, seeds["prompt"].to_list(), seeds["prompt_id"].to_list(), config
+        ).with_columns(pl.Series("request_key", [r.key for r in requests]))
+        kept = generations.filter(pl.col("reason").is_null())
+        if kept.height:
+            prompts, _ = normalise(kept.select("prompt", pl.col("generation_id").alias("id")), vid, None)
+        else:
+            prompts = pl.DataFrame(schema=PROMPTS_SCHEMA)
+        dropped = generations.filter(pl.col("reason").is_not_null()).select(
+            pl.lit("generation").alias("level"), pl.lit(None, pl.String).alias("prompt_id"), pl.lit(None, pl.String).alias("candidate_id"),
+            pl.lit(None, pl.String).alias("judgment_id"), "reason", pl.format("{}: {}", "generation_id", "detail").alias("detail"),
+        ).cast(DROPPED_SCHEMA)
+        counts = dict(generations.group_by("reason").len().iter_rows())
+        manifest = Manifest(
+            kind="prompts",
+            parent=source.parent_version,
+            inputs={"seed_prompts": {"spec": source.spec, "fingerprint": source.fingerprint, "seed_prompt_count": seeds.height}},
+            models={"generator": {"model": model_ref.to_json(), "engine": generator.identity}},
+            sampling={"generations": asdict(sampling)},
+            seed=config.seed,
+            extra={"self_instruct_template": {"text": template, "sha256": stable_hash(template)}},
+            stats={
+                "requested": config.n_prompts,
+                "kept": kept.height,
+                "keep_rate": round(kept.height / config.n_prompts, 4),
+                **{f"dropped_{reason}": counts.get(reason, 0) for reason in FILTERS},
+            },
+            timing_s={"generation": round(time.perf_counter() - started, 2)},
+        )
+        tables = {"prompts": prompts, "generations": generations, "dropped": dropped}
+        return StageOutput(tables, manifest, render_kind_card)
 
-    started = time.perf_counter()
-    generator = load_generator(model_ref, config.backend, config.dtype, config.batch_size, config.engine_options)
-    shots = draw_shots(seeds["prompt_id"].to_list(), config.n, config.shots, config.seed)
-    text_of = dict(zip(seeds["prompt_id"], seeds["prompt"]))
-    requests = [
-        make_request(generator.identity, few_shot_message(template, [text_of[p] for p in shown]), sampling, config.seed * 1_000_003 + i)
-        for i, shown in enumerate(shots)
-    ]
-    answers = run_requests(generator, requests, store.generation_cache(generator.identity), config.batch_size, "prompts")
-    generations = filter_generations(
-        [answers[r.key][0] for r in requests], shots, seeds["prompt"].to_list(), seeds["prompt_id"].to_list(), config
-    ).with_columns(pl.Series("request_key", [r.key for r in requests]))
-    kept = generations.filter(pl.col("reason").is_null())
-    if kept.height:
-        prompts, _ = normalise(kept.select("prompt", pl.col("generation_id").alias("id")), vid, None)
-    else:
-        prompts = pl.DataFrame(schema=PROMPTS_SCHEMA)
-    dropped = generations.filter(pl.col("reason").is_not_null()).select(
-        pl.lit("generation").alias("level"), pl.lit(None, pl.String).alias("prompt_id"), pl.lit(None, pl.String).alias("candidate_id"),
-        pl.lit(None, pl.String).alias("judgment_id"), "reason", pl.format("{}: {}", "generation_id", "detail").alias("detail"),
-    ).cast(DROPPED_SCHEMA)
-    counts = dict(generations.group_by("reason").len().iter_rows())
-    manifest = {
-        "kind": "prompts",
-        "parent": source.parent_version,
-        "model": model_ref.to_json(),
-        "engine": generator.identity,
-        "sampling": asdict(sampling),
-        "seed": config.seed,
-        "input": {"seed_prompts": source.spec, "fingerprint": source.fingerprint, "seed_prompt_count": seeds.height},
-        "identity": identity,
-        "self_instruct_template": {"text": template, "sha256": stable_hash(template)},
-        "stats": {
-            "requested": config.n,
-            "kept": kept.height,
-            "keep_rate": round(kept.height / config.n, 4),
-            **{f"dropped_{reason}": counts.get(reason, 0) for reason in FILTERS},
-        },
-        "timing_s": {"generation": round(time.perf_counter() - started, 2)},
-    }
-    tables = {"prompts": prompts, "generations": generations, "dropped": dropped}
-    return store.write_version(vid, tables, manifest, render_kind_card), True
+    return build_version(store, "prompts", identity, run)
 
 
 def draw_shots(seed_ids: list[str], n: int, shots: int, seed: int) -> list[list[str]]:

@@ -1,0 +1,44 @@
+"""The stage seam: the one place that turns a stage's work into a version.
+
+A stage resolves its inputs and models, states its identity (everything that decides its result) and
+hands a `run` function to `build_version`, which owns the rest: the version id, the `already built` check,
+timing, the manifest's common fields, the card, checksums and the atomic, manifest-last write.
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from builder.core.manifest import Manifest
+from builder.core.store import Store, Version
+
+
+@dataclass
+class StageOutput:
+    """What a stage's run returns: its tables, the manifest's kind-specific fields, its card and other files."""
+
+    tables: dict[str, pl.DataFrame]
+    manifest: Manifest
+    render_card: Callable[[Manifest, dict[str, pl.DataFrame]], str]
+    extra_files: dict[str, bytes] = field(default_factory=dict)
+
+
+def build_version(store: Store, kind: str, identity: dict, run: Callable[[str], StageOutput]) -> tuple[Version, bool]:
+    """The version for this identity: the stored one if it exists (built_now False), else run the stage (given
+    the id its version will have) and write what it returns. Returns (version, built_now)."""
+    vid = Manifest(kind, identity=identity).expected_id()
+    if store.exists(vid):
+        return store.load(vid), False
+    started = time.perf_counter()
+    output = run(vid)
+    manifest = output.manifest
+    manifest.kind, manifest.id, manifest.identity = kind, vid, identity
+    manifest.timing_s = {**manifest.timing_s, "total": round(time.perf_counter() - started, 2)}
+    return store.write_version(manifest, output.tables, output.render_card, output.extra_files), True
+
+
+def identity_matches(manifest: Manifest) -> bool:
+    """Whether a version's id is the one its recorded identity names (an edited manifest no longer matches)."""
+    return manifest.expected_id() == manifest.id

@@ -1,0 +1,88 @@
+"""Every stage's config: frozen dataclasses of knobs (builder/core/knobs.py). They are also the command line
+(builder/app/options.py derives the options) and a recipe's settings (builder/app/recipe.py), and they import
+nothing heavy, so `builder --help` stays fast."""
+
+from dataclasses import MISSING, dataclass
+
+from builder.core.knobs import check_knobs, default, knob
+from builder.engines.options import EngineKnobs, JudgeModelKnobs, ModelKnobs, SamplingKnobs
+from builder.judging.options import JudgeKnobs
+
+PROMPTS_HELP = ("JSONL/JSON/parquet/CSV file, a saved `datasets` folder, hf:NAME[:SPLIT], or a version id "
+                "[default: the shipped sample prompts]")
+LIMIT_HELP = "Use only the first N rows of the input (prompts, or ranked groups)"
+RANKED_HELP = ("Human-ranked groups (prompt, responses, ranks with 1 the best): a file, a `datasets` folder, hf:NAME[:SPLIT], "
+               "or a version with a ranked/heldout table [default: the shipped seed set]")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MakePairsConfig(ModelKnobs, SamplingKnobs, JudgeModelKnobs, JudgeKnobs, EngineKnobs):
+    """`builder make-pairs`: N candidates per prompt, K self-judgments each, averaged; best vs worst is a pair."""
+
+    prompts: str | None = knob(None, PROMPTS_HELP, short="-p")
+    limit: int | None = knob(None, LIMIT_HELP, rule="positive")
+    n_samples: int = knob(4, "Candidates per prompt (N)", rule="at_least_2", short="-n")
+
+    def validate(self) -> None:
+        check_knobs(self)
+        self.check_engine()
+        self.judge_engine()
+
+
+@dataclass(frozen=True, kw_only=True)
+class MakeEftConfig(ModelKnobs, JudgeKnobs, EngineKnobs):
+    """`builder make-eft`: judge human-ranked responses; keep the judgments that agree with the humans."""
+
+    ranked: str | None = knob(None, RANKED_HELP, short="-r")
+    held_out: float = knob(0.2, "Share of groups held out for reward-model evaluation", rule="share")
+    limit: int | None = knob(None, LIMIT_HELP, rule="positive")
+
+    def validate(self) -> None:
+        check_knobs(self)
+        self.check_engine()
+
+
+@dataclass(frozen=True, kw_only=True)
+class MakePromptsConfig(ModelKnobs, SamplingKnobs, EngineKnobs):
+    """`builder make-prompts`: self-instruct new prompts from random seed prompts, filtered."""
+
+    seed_prompts: str | None = knob(None, "Seed prompts: a file or a version [default: the shipped IFT prompts]", short="-s")
+    n_prompts: int = knob(1000, "New prompts to ask for (before filtering)", rule="positive")
+    shots: int = knob(8, "Seed prompts shown per request", rule="positive")
+    min_words: int = knob(3, "Drop a new prompt with fewer words", rule="positive")
+    max_chars: int = knob(600, "Drop a new prompt with more characters", rule="positive")
+    similarity: float = knob(0.7, "Near-duplicate threshold (estimated Jaccard of character 5-grams)", rule="probability")
+    temperature: float = default(0.8)
+    top_p: float = default(0.95)
+    max_new_tokens: int = default(96)
+
+    def validate(self) -> None:
+        check_knobs(self)
+        self.check_engine()
+
+
+@dataclass(frozen=True, kw_only=True)
+class MixSftConfig:
+    """`builder mix-sft`: the M0 → M1 SFT data, IFT and EFT examples in TRL's prompt/completion format."""
+
+    ift: str | None = knob(None, "IFT data: a file (prompt, response) or a version [default: the shipped seed set]")
+    eft: str | None = knob(None, "EFT data: a file (prompt, response, judgment) or an EFT version [default: the shipped seed set]")
+    judge_template: str | None = knob(None, "The judge template the EFT prompts are rendered with [default: the additive 5-point template]",
+                                      path=True)
+    seed: int = knob(0, "Shuffle seed")
+
+    def validate(self) -> None:
+        check_knobs(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImportOasstConfig:
+    """`builder import-oasst`: oasst1 message trees → prompts, IFT and ranked groups."""
+
+    path: str = knob(MISSING, "oasst1 message rows: a JSONL/parquet file, a `datasets` folder or hf:NAME[:SPLIT]", argument=True)
+    lang: str | None = knob("en", "Keep messages in this language ('' for all)")
+    limit: int | None = knob(None, "Keep this many first-turn prompts, sampled with --seed", rule="positive")
+    seed: int = knob(0, "Sampling seed of --limit")
+
+    def validate(self) -> None:
+        check_knobs(self)

@@ -1,0 +1,54 @@
+"""The evaluators' configs: frozen dataclasses of knobs, also their command line (see builder/stages/configs.py)."""
+
+from dataclasses import MISSING, dataclass
+
+from builder.core.errors import BuilderError
+from builder.core.knobs import check_knobs, knob
+from builder.engines.options import EngineKnobs, JudgeModelKnobs, ModelKnobs
+from builder.judging.options import JudgeKnobs
+from builder.stages.configs import LIMIT_HELP, PROMPTS_HELP, RANKED_HELP
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeadToHeadConfig(JudgeModelKnobs, EngineKnobs):
+    """`builder eval head-to-head`: A against B on every prompt, judged in both orders."""
+
+    a: tuple[str, ...] = knob(MISSING, "Model A: a model spec, a file of answers (prompt, response) or a version id; "
+                                       "repeat for several matches", flag="--a")
+    b: tuple[str, ...] = knob(MISSING, "Model B, same forms; one --b is the baseline for every --a, or give one per --a", flag="--b")
+    prompts: str | None = knob(None, PROMPTS_HELP + " (or the answers' own prompts)", short="-p")
+    limit: int | None = knob(None, LIMIT_HELP, rule="positive")
+    a_temperature: float = knob(0.7, "Sampling temperature of generated A answers", rule="non_negative")
+    b_temperature: float = knob(0.7, "Sampling temperature of generated B answers", rule="non_negative")
+    top_p: float = knob(0.9, "Nucleus sampling threshold of generated answers", rule="probability")
+    max_new_tokens: int = knob(256, "Length limit of each generated answer, in tokens", rule="positive")
+    judge_template: str | None = knob(None, "A pairwise template with {prompt}, {response_1}, {response_2} "
+                                            "[default: the pairwise template]", path=True)
+    judge_temperature: float = knob(0.0, "The judge's sampling temperature (0, greedy: the same pair gets the same verdict)",
+                                    rule="non_negative")
+    judge_top_p: float = knob(1.0, "The judge's nucleus sampling threshold", rule="probability")
+    judge_max_new_tokens: int = knob(256, "Length limit of each verdict, in tokens", rule="positive")
+
+    def validate(self) -> None:
+        check_knobs(self)
+        if not self.a or not self.b:
+            raise BuilderError("head-to-head needs --a and --b")
+        if len(self.b) != 1 and len(self.a) != len(self.b):
+            raise BuilderError(f"give one --b (a baseline for every --a) or as many --b as --a (got {len(self.a)} and {len(self.b)})")
+        self.check_engine()
+        self.judge_engine()
+
+
+@dataclass(frozen=True, kw_only=True)
+class RewardModelConfig(ModelKnobs, JudgeKnobs, EngineKnobs):
+    """`builder eval reward-model`: the model judges human-ranked groups; its ordering against the humans'."""
+
+    ranked: str | None = knob(None, RANKED_HELP, short="-r")
+    limit: int | None = knob(None, LIMIT_HELP, rule="positive")
+
+    def validate(self) -> None:
+        check_knobs(self)
+        self.check_engine()
+
+
+

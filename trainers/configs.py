@@ -1,0 +1,44 @@
+"""`builder train sft|dpo`'s config: knobs (builder/core/knobs.py), also the command line and a recipe's
+`sft:`/`dpo:` settings. Imports nothing heavy, so `builder --help` stays fast."""
+
+from dataclasses import MISSING, dataclass
+
+from builder.core.errors import BuilderError
+from builder.core.knobs import check_knobs, knob
+
+# The paper's learning rates per method; micro-batches sized for a 135M model on a CPU.
+METHOD_DEFAULTS = {
+    "sft": {"learning_rate": 5.5e-6, "lr_end": 1.1e-6, "micro_batch_size": 4},
+    "dpo": {"learning_rate": 1e-6, "lr_end": 1e-7, "micro_batch_size": 2},
+}
+DPO_ONLY = ("beta", "precompute_ref_log_probs")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    method: str  # "sft" | "dpo": the command, not an option
+    base: str = knob(MISSING, "Model to start from: a folder, a registered name, a Hub id, or the default")
+    data: str = knob(MISSING, "The dataset version to train on (mix-sft for sft, make-pairs for dpo)")
+    name: str = knob(MISSING, "Name to register the result under (M1, M2…)")
+    learning_rate: float = knob(MISSING, "Peak learning rate", rule="positive", flag="--lr")
+    lr_end: float = knob(MISSING, "Learning rate at the last step (linear decay)", rule="non_negative")
+    batch_size: int = knob(16, "Examples per optimizer step", rule="positive")
+    micro_batch_size: int = knob(4, "Examples per forward pass (the rest by gradient accumulation)", rule="positive")
+    epochs: float = knob(1.0, "Passes over the data", rule="positive")
+    max_steps: int = knob(-1, "Stop after this many optimizer steps (-1: the epochs decide)")
+    dropout: float = knob(0.1, "Dropout in every layer that has it", rule="share")
+    max_length: int = knob(1024, "Longest example, in tokens (longer ones are truncated)", rule="positive")
+    beta: float = knob(0.1, "DPO's beta: how far the policy may move from the reference", rule="positive")
+    # The reference model is frozen, so one pass over the data before training serves every epoch (DPO only).
+    precompute_ref_log_probs: bool = knob(True, "Score the data with the frozen reference once before training instead of at every step")
+    save_steps: int = knob(200, "Checkpoint every N steps (a killed run resumes from the last)", rule="positive")
+    seed: int = knob(0, "Seed of shuffling, dropout and initialisation")
+
+    def validate(self) -> None:
+        check_knobs(self)
+        if self.batch_size % self.micro_batch_size:
+            raise BuilderError("--batch-size must be a positive multiple of --micro-batch-size")
+        if self.lr_end > self.learning_rate:
+            raise BuilderError("--lr-end must be between 0 and --lr")
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            raise BuilderError(f"model name {self.name!r} must be a plain name such as M1")
