@@ -13,7 +13,7 @@ import polars as pl
 
 from builder.core.manifest import Manifest
 from builder.core.records import Sampling, stable_hash
-from builder.core.schemas import DROPPED_SCHEMA
+from builder.core.schemas import drops
 from builder.core.stage import StageOutput, build_version
 from builder.core.store import Store, Version
 from builder.engines.generators import load_generator, resolve_dtype
@@ -93,7 +93,4 @@ def group_table(scored: pl.DataFrame) -> pl.DataFrame:
 
 
 def _unparsed(judgments: pl.DataFrame) -> pl.DataFrame:
-    return judgments.filter(pl.col("parse_error").is_not_null()).select(
-        pl.lit("judgment").alias("level"), "prompt_id", "candidate_id", "judgment_id",
-        pl.lit("unparsed_judgment").alias("reason"), pl.col("parse_error").alias("detail"),
-    ).cast(DROPPED_SCHEMA)
+    return drops(judgments.filter(pl.col("parse_error").is_not_null()), "judgment", "unparsed_judgment", pl.col("parse_error"))

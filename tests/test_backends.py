@@ -28,7 +28,7 @@ if not VLLM_PYTHON.exists():
         raise RuntimeError(f"CI needs vLLM's environment at {VLLM_PYTHON} (see the README's test command)")
     pytest.skip(f"no vLLM environment at {VLLM_PYTHON}", allow_module_level=True)
 
-pytestmark = pytest.mark.vllm
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 
 def vllm_env() -> dict:

@@ -13,7 +13,7 @@ import polars as pl
 
 from builder.core.errors import BuilderError
 from builder.core.records import file_sha256, stable_hash
-from builder.core.schemas import DROPPED_SCHEMA, PROMPTS_SCHEMA
+from builder.core.schemas import PROMPTS_SCHEMA, drops
 
 
 @dataclass(frozen=True)
@@ -136,20 +136,8 @@ def normalise(raw: pl.DataFrame, source: str, limit: int | None) -> tuple[pl.Dat
     frame = frame.filter(pl.col("prompt_id").is_first_distinct())
     if frame.height == 0:
         raise BuilderError(f"no usable prompts in {source} (all empty)")
-    dropped = pl.concat(
-        [
-            empty.select(pl.lit(None, pl.String).alias("prompt_id"), pl.lit("empty_prompt").alias("reason"), "source_row"),
-            duplicate.select("prompt_id", pl.lit("duplicate_prompt").alias("reason"), "source_row"),
-        ]
-    ).select(
-        pl.lit("prompt").alias("level"),
-        "prompt_id",
-        pl.lit(None, pl.String).alias("candidate_id"),
-        pl.lit(None, pl.String).alias("judgment_id"),
-        "reason",
-        pl.format("source row {}", "source_row").alias("detail"),
-    )
-    return frame, dropped.cast(DROPPED_SCHEMA)
+    detail = pl.format("source row {}", "source_row")
+    return frame, pl.concat([drops(empty, "prompt", "empty_prompt", detail), drops(duplicate, "prompt", "duplicate_prompt", detail)])
 
 
 def _conversation(messages, source: str, row: int) -> list[dict]:

@@ -45,3 +45,17 @@ JUDGMENTS_SCHEMA = {
 GENERATIONS_SCHEMA = {"generation_id": pl.String, "shown_seed_ids": pl.List(pl.String), "raw": pl.String, "finish_reason": pl.String,
                       "prompt": pl.String, "reason": pl.String, "detail": pl.String}
 ANSWERS_SCHEMA = {"prompt_id": pl.String, "response": pl.String, "n_tokens": pl.Int32, "finish_reason": pl.String}
+
+DROP_IDS = {"generation": (), "prompt": ("prompt_id",), "candidate": ("prompt_id", "candidate_id"),
+            "judgment": ("prompt_id", "candidate_id", "judgment_id")}
+
+
+def drops(frame: pl.DataFrame, level: str, reason: str | pl.Expr, detail: str | pl.Expr | None = None) -> pl.DataFrame:
+    """One `dropped` row per row of `frame`: the ids its level has (a prompt drop names no candidate), the reason
+    and a detail, each a literal or an expression over `frame`."""
+    def expr(value) -> pl.Expr:
+        return value if isinstance(value, pl.Expr) else pl.lit(value, pl.String)
+
+    ids = [pl.col(name) if name in DROP_IDS[level] else pl.lit(None, pl.String).alias(name)
+           for name in ("prompt_id", "candidate_id", "judgment_id")]
+    return frame.select(pl.lit(level).alias("level"), *ids, expr(reason).alias("reason"), expr(detail).alias("detail")).cast(DROPPED_SCHEMA)

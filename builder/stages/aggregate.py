@@ -12,7 +12,7 @@ Rules (the paper's, made explicit):
 import polars as pl
 
 from builder.core.prompts import turn
-from builder.core.schemas import DROPPED_SCHEMA
+from builder.core.schemas import drops
 
 
 def score_candidates(candidates: pl.DataFrame, judgments: pl.DataFrame) -> pl.DataFrame:
@@ -75,35 +75,14 @@ def select_pairs(prompts: pl.DataFrame, scored: pl.DataFrame) -> tuple[pl.DataFr
 
 
 def _prompt_drop(frame: pl.DataFrame, reason: str, detail: pl.Expr) -> pl.DataFrame:
-    return frame.select(
-        pl.lit("prompt").alias("level"),
-        "prompt_id",
-        pl.lit(None, pl.String).alias("candidate_id"),
-        pl.lit(None, pl.String).alias("judgment_id"),
-        pl.lit(reason).alias("reason"),
-        detail.alias("detail"),
-    ).cast(DROPPED_SCHEMA)
+    return drops(frame, "prompt", reason, detail)
 
 
 def unlabelled(scored: pl.DataFrame, judgments: pl.DataFrame) -> pl.DataFrame:
     """Judgments that did not parse, and candidates left without any parsed score."""
-    bad_judgments = judgments.filter(pl.col("parse_error").is_not_null()).select(
-        pl.lit("judgment").alias("level"),
-        "prompt_id",
-        "candidate_id",
-        "judgment_id",
-        pl.lit("unparsed_judgment").alias("reason"),
-        pl.col("parse_error").alias("detail"),
-    )
-    unscored = scored.filter(pl.col("n_scored") == 0).select(
-        pl.lit("candidate").alias("level"),
-        "prompt_id",
-        "candidate_id",
-        pl.lit(None, pl.String).alias("judgment_id"),
-        pl.lit("no_parsed_score").alias("reason"),
-        pl.format("0 of {} judgments parsed", "n_judgments").alias("detail"),
-    )
-    return pl.concat([bad_judgments.cast(DROPPED_SCHEMA), unscored.cast(DROPPED_SCHEMA)])
+    bad_judgments = drops(judgments.filter(pl.col("parse_error").is_not_null()), "judgment", "unparsed_judgment", pl.col("parse_error"))
+    unscored = drops(scored.filter(pl.col("n_scored") == 0), "candidate", "no_parsed_score", pl.format("0 of {} judgments parsed", "n_judgments"))
+    return pl.concat([bad_judgments, unscored])
 
 
 def build_labels(prompts: pl.DataFrame, candidates: pl.DataFrame, judgments: pl.DataFrame):

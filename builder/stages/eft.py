@@ -25,7 +25,7 @@ from builder.core.cards import render_kind_card
 from builder.core.manifest import Manifest
 from builder.core.prompts import turn
 from builder.core.records import Sampling, stable_hash
-from builder.core.schemas import DROPPED_SCHEMA
+from builder.core.schemas import drops
 from builder.core.stage import StageOutput, build_version
 from builder.core.store import Store, Version
 from builder.engines.generators import load_generator, resolve_dtype
@@ -156,8 +156,5 @@ def ranked_format(prompts: pl.DataFrame, candidates: pl.DataFrame) -> pl.DataFra
 
 
 def rejected(groups: pl.DataFrame) -> pl.DataFrame:
-    return groups.filter(pl.col("reason").is_not_null()).select(
-        pl.lit("prompt").alias("level"), "prompt_id", pl.lit(None, pl.String).alias("candidate_id"),
-        pl.lit(None, pl.String).alias("judgment_id"), "reason",
-        pl.format("{} of {} ordered pairs agree", "pairs_agreeing", "ordered_pairs").alias("detail"),
-    ).cast(DROPPED_SCHEMA)
+    return drops(groups.filter(pl.col("reason").is_not_null()), "prompt", pl.col("reason"),
+                 pl.format("{} of {} ordered pairs agree", "pairs_agreeing", "ordered_pairs"))

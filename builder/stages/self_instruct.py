@@ -21,7 +21,7 @@ from builder.core.errors import BuilderError
 from builder.core.manifest import Manifest
 from builder.core.prompts import load_prompts, normalise
 from builder.core.records import Completion, Sampling, make_request, stable_hash
-from builder.core.schemas import DROPPED_SCHEMA, GENERATIONS_SCHEMA, PROMPTS_SCHEMA
+from builder.core.schemas import GENERATIONS_SCHEMA, PROMPTS_SCHEMA, drops
 from builder.core.stage import StageOutput, build_version
 from builder.core.store import Store, Version
 from builder.engines.generators import load_generator, resolve_dtype
@@ -83,10 +83,8 @@ def make_prompts(config: MakePromptsConfig, store: Store) -> tuple[Version, bool
             prompts, _ = normalise(kept.select("prompt", pl.col("generation_id").alias("id")), vid, None)
         else:
             prompts = pl.DataFrame(schema=PROMPTS_SCHEMA)
-        dropped = generations.filter(pl.col("reason").is_not_null()).select(
-            pl.lit("generation").alias("level"), pl.lit(None, pl.String).alias("prompt_id"), pl.lit(None, pl.String).alias("candidate_id"),
-            pl.lit(None, pl.String).alias("judgment_id"), "reason", pl.format("{}: {}", "generation_id", "detail").alias("detail"),
-        ).cast(DROPPED_SCHEMA)
+        dropped = drops(generations.filter(pl.col("reason").is_not_null()), "generation", pl.col("reason"),
+                        pl.format("{}: {}", "generation_id", "detail"))
         counts = dict(generations.group_by("reason").len().iter_rows())
         manifest = Manifest(
             kind="prompts",
