@@ -99,6 +99,6 @@ def calls_of(name: str) -> list[str]:
 def test_one_seam_names_and_writes_versions():
     """Every stage goes through builder.core.stage.build_version, which alone asks for a new version's id
     and writes it (a download is installed by the store's add_copy, not built)."""
-    assert calls_of("expected_id") == ["builder.core.stage"], calls_of("expected_id")
-    assert calls_of("write_version") == ["builder.core.stage"], calls_of("write_version")
+    assert set(calls_of("expected_id")) == {"builder.core.stage"}, calls_of("expected_id")
+    assert set(calls_of("write_version")) == {"builder.core.stage"}, calls_of("write_version")
     assert len(calls_of("version_id")) <= 1
