@@ -52,6 +52,8 @@ def _run_in_process(args: list[str], cwd) -> subprocess.CompletedProcess:
             code = 1
         finally:
             os.chdir(here)
+            sys.stdout.flush()
+            sys.stderr.flush()
         stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
     return subprocess.CompletedProcess(["builder", *args], code, stdout, stderr)
 

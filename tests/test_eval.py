@@ -201,7 +201,7 @@ def test_reward_model_bad_input(tiny_model, files, tmp_path):
     single = run_builder("eval", "reward-model", "--model", tiny_model, "--ranked", files["single"], "--store", tmp_path)
     assert single.returncode == 2 and "at least two responses" in single.stderr and len(single.stderr.strip().splitlines()) == 1
     missing = run_builder("eval", "reward-model", "--model", tiny_model, "--ranked", files["prompts"], "--store", tmp_path)
-    assert missing.returncode == 2 and "needs 'responses' and 'ranks'" in missing.stderr
+    assert missing.returncode == 2 and "is not ranked data (missing column: responses, ranks)" in missing.stderr
     unknown = run_builder("eval", "reward-model", "--model", "/no/model", "--ranked", files["ranked"], "--store", tmp_path)
     assert unknown.returncode == 2 and "unknown model" in unknown.stderr
 

@@ -42,9 +42,9 @@ def test_the_commit_is_every_listed_file_and_the_manifest(two_versions):
     operations = push_operations(version, files_in_repo=[".gitattributes", "pairs.parquet", "verdicts.parquet", "plots/old.png"])
     adds = {op.path_in_repo: op for op in operations if isinstance(op, CommitOperationAdd)}
     deletes = [op.path_in_repo for op in operations if isinstance(op, CommitOperationDelete)]
-    assert set(adds) == set(version.manifest["files"]) | {"manifest.json"}
+    assert set(adds) == set(version.manifest.files) | {"manifest.json"}
     assert {f"{t}.parquet" for t in TABLES} | {"README.md"} <= set(adds)
-    for name, meta in version.manifest["files"].items():
+    for name, meta in version.manifest.files.items():
         assert adds[name].upload_info.sha256.hex() == meta["sha256"], name  # the bytes sent are the bytes checksummed
     manifest_bytes = (version.folder / "manifest.json").read_bytes()
     assert adds["manifest.json"].upload_info.sha256.hex() == hashlib.sha256(manifest_bytes).hexdigest()
@@ -102,7 +102,7 @@ def test_install_checks_every_file_before_anything_enters_the_store(two_versions
 
     version, installed = install_version(pushed[v1], store)
     assert installed and version.id == v1 and store.verify(version) == []
-    for name in [*version.manifest["files"], "manifest.json"]:
+    for name in [*version.manifest.files, "manifest.json"]:
         assert (version.folder / name).read_bytes() == (pushed[v1] / name).read_bytes()
         assert not (version.folder / name).stat().st_mode & stat.S_IWUSR
     assert install_version(pushed[v1], store)[1] is False, "a second pull finds it in the store"
@@ -129,19 +129,19 @@ def test_pull_through_the_cli(two_versions, pushed, tmp_path, monkeypatch):
     hub_cache_with(cache, "someone/self-rewarding", "tampered", tampered)
     store = tmp_path / "store"
 
-    first = run_builder("pull", f"someone/self-rewarding@{v1}", "--store", store, check=True)
+    first = run_builder("pull", f"someone/self-rewarding@{v1}", "--store", store, check=True, process=True)
     assert first.stdout.strip() == v1 and "installed" in first.stderr
-    latest = run_builder("pull", "someone/self-rewarding", "--store", store, check=True)
+    latest = run_builder("pull", "someone/self-rewarding", "--store", store, check=True, process=True)
     assert latest.stdout.strip() == v2
-    again = run_builder("pull", "someone/self-rewarding", "--store", store, check=True)
+    again = run_builder("pull", "someone/self-rewarding", "--store", store, check=True, process=True)
     assert "already in the store" in again.stderr
     assert run_builder("verify", v1, "--store", store).returncode == 0
 
-    assert_one_line_error(run_builder("pull", "someone/self-rewarding@tampered", "--store", tmp_path / "other"),
+    assert_one_line_error(run_builder("pull", "someone/self-rewarding@tampered", "--store", tmp_path / "other", process=True),
                           f"{v2}: checksum mismatch in pairs.parquet")
     assert not (tmp_path / "other" / v2).exists()
-    assert_one_line_error(run_builder("pull", "someone/not-here", "--store", store), "pull someone/not-here failed")
-    assert_one_line_error(run_builder("pull", "no-namespace", "--store", store), "expected a Hub dataset repo as user/name")
+    assert_one_line_error(run_builder("pull", "someone/not-here", "--store", store, process=True), "pull someone/not-here failed")
+    assert_one_line_error(run_builder("pull", "no-namespace", "--store", store, process=True), "expected a Hub dataset repo as user/name")
 
 
 def test_push_refuses_bad_input_in_one_line(two_versions, tmp_path, monkeypatch):

@@ -79,6 +79,6 @@ def check_knobs(config) -> None:
             "at_least_2": value < 2,
         }.get(rule.rule, False)
         if problem:
-            wanted = {"positive": "at least 1" if isinstance(value, int) else "positive", "non_negative": "not negative",
-                      "probability": "in (0, 1]", "share": "in [0, 1)", "at_least_2": "at least 2"}[rule.rule]
-            raise BuilderError(f"{name} must be {wanted} (got {value})")
+            wanted = {"positive": "be at least 1" if isinstance(value, int) else "be positive", "non_negative": "not be negative",
+                      "probability": "be in (0, 1]", "share": "be in [0, 1)", "at_least_2": "be at least 2"}[rule.rule]
+            raise BuilderError(f"{name} must {wanted} (got {value})")
