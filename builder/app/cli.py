@@ -10,7 +10,12 @@ from builder.app.common import UserError, open_store, report_built, store_option
 from builder.app.eval_cli import eval_group, health_command
 from builder.core.errors import BuilderError
 from builder.core.progress import console
-from builder.engines.options import backend_options, dtype_option, judge_backend_options
+from builder.engines.options import (
+    FINITE_FLOAT,
+    backend_options,
+    dtype_option,
+    judge_backend_options,
+)
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
@@ -23,6 +28,8 @@ class BuilderGroup(click.Group):
             return super().invoke(ctx)
         except BuilderError as error:
             raise UserError(str(error)) from None
+        except OSError as error:  # the machine's, not the user's input: a full disk, a read-only or lost folder
+            raise UserError(f"{error.strerror or type(error).__name__}: {error.filename or error}") from None
         except KeyboardInterrupt:
             console.print("interrupted: finished batches are saved; run the same command again to continue")
             ctx.exit(130)
@@ -41,11 +48,11 @@ def cli():
 @click.option("--limit", type=int, default=None, help="Use only the first N prompts")
 @click.option("--n-samples", "-n", type=int, default=4, show_default=True, help="Candidates per prompt")
 @click.option("--n-judgments", "-k", type=int, default=3, show_default=True, help="Judgments per candidate, averaged")
-@click.option("--temperature", type=float, default=0.7, show_default=True)
-@click.option("--top-p", type=float, default=0.9, show_default=True)
+@click.option("--temperature", type=FINITE_FLOAT, default=0.7, show_default=True)
+@click.option("--top-p", type=FINITE_FLOAT, default=0.9, show_default=True)
 @click.option("--max-new-tokens", type=int, default=256, show_default=True, help="Candidate length limit")
-@click.option("--judge-temperature", type=float, default=0.7, show_default=True)
-@click.option("--judge-top-p", type=float, default=0.9, show_default=True)
+@click.option("--judge-temperature", type=FINITE_FLOAT, default=0.7, show_default=True)
+@click.option("--judge-top-p", type=FINITE_FLOAT, default=0.9, show_default=True)
 @click.option("--judge-max-new-tokens", type=int, default=256, show_default=True)
 @click.option("--judge-template", type=click.Path(dir_okay=False), default=None, help="A template file with {prompt} and {response} [default: the additive 5-point template]")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -114,11 +121,11 @@ def import_oasst_command(path, lang, limit, seed, store):
 
 @cli.command("make-eft")
 @click.option("--ranked", "-r", default=None, help="Ranked groups: a file (prompt, responses, ranks) or a version [default: the shipped seed set]")
-@click.option("--held-out", type=float, default=0.2, show_default=True, help="Share of groups held out for reward-model evaluation")
+@click.option("--held-out", type=FINITE_FLOAT, default=0.2, show_default=True, help="Share of groups held out for reward-model evaluation")
 @click.option("--limit", type=int, default=None, help="Use only the first N groups")
 @click.option("--n-judgments", "-k", type=int, default=3, show_default=True)
-@click.option("--judge-temperature", type=float, default=0.7, show_default=True)
-@click.option("--judge-top-p", type=float, default=0.9, show_default=True)
+@click.option("--judge-temperature", type=FINITE_FLOAT, default=0.7, show_default=True)
+@click.option("--judge-top-p", type=FINITE_FLOAT, default=0.9, show_default=True)
 @click.option("--judge-max-new-tokens", type=int, default=256, show_default=True)
 @click.option("--judge-template", type=click.Path(dir_okay=False), default=None)
 @_generation_options
@@ -134,12 +141,12 @@ def make_eft_command(store, **options):
 @click.option("--seed-prompts", "-s", default=None, help="Seed prompts: a file or a version [default: the shipped IFT prompts]")
 @click.option("--n", type=int, default=1000, show_default=True, help="New prompts to ask for (before filtering)")
 @click.option("--shots", type=int, default=8, show_default=True, help="Seed prompts shown per request")
-@click.option("--temperature", type=float, default=0.8, show_default=True)
-@click.option("--top-p", type=float, default=0.95, show_default=True)
+@click.option("--temperature", type=FINITE_FLOAT, default=0.8, show_default=True)
+@click.option("--top-p", type=FINITE_FLOAT, default=0.95, show_default=True)
 @click.option("--max-new-tokens", type=int, default=96, show_default=True)
 @click.option("--min-words", type=int, default=3, show_default=True)
 @click.option("--max-chars", type=int, default=600, show_default=True)
-@click.option("--similarity", type=float, default=0.7, show_default=True, help="Near-duplicate threshold (estimated Jaccard of character 5-grams)")
+@click.option("--similarity", type=FINITE_FLOAT, default=0.7, show_default=True, help="Near-duplicate threshold (estimated Jaccard of character 5-grams)")
 @_generation_options
 @store_option
 def make_prompts_command(store, **options):
@@ -177,13 +184,13 @@ def _train_options(method: str):
             click.option("--base", required=True, help="Model to start from: a folder, a registered name, a Hub id, or the default"),
             click.option("--data", required=True, help="The dataset version to train on"),
             click.option("--name", required=True, help="Name to register the result under (M1, M2…)"),
-            click.option("--lr", "learning_rate", type=float, default=lr, show_default=True),
-            click.option("--lr-end", type=float, default=lr_end, show_default=True, help="Learning rate at the last step (linear decay)"),
+            click.option("--lr", "learning_rate", type=FINITE_FLOAT, default=lr, show_default=True),
+            click.option("--lr-end", type=FINITE_FLOAT, default=lr_end, show_default=True, help="Learning rate at the last step (linear decay)"),
             click.option("--batch-size", type=int, default=16, show_default=True, help="Examples per optimizer step"),
             click.option("--micro-batch-size", type=int, default=micro_batch, show_default=True, help="Examples per forward pass (the rest by gradient accumulation)"),
-            click.option("--epochs", type=float, default=1.0, show_default=True),
+            click.option("--epochs", type=FINITE_FLOAT, default=1.0, show_default=True),
             click.option("--max-steps", type=int, default=-1, show_default=True, help="Stop after this many optimizer steps (-1: the epochs decide)"),
-            click.option("--dropout", type=float, default=0.1, show_default=True),
+            click.option("--dropout", type=FINITE_FLOAT, default=0.1, show_default=True),
             click.option("--max-length", type=int, default=1024, show_default=True),
             click.option("--save-steps", type=int, default=200, show_default=True, help="Checkpoint every N steps (a killed run resumes from the last)"),
             click.option("--seed", type=int, default=0, show_default=True),
@@ -212,7 +219,7 @@ def train_sft_command(store, **options):
 
 @train_group.command("dpo")
 @_train_options("dpo")
-@click.option("--beta", type=float, default=0.1, show_default=True)
+@click.option("--beta", type=FINITE_FLOAT, default=0.1, show_default=True)
 @click.option("--precompute-ref-log-probs/--no-precompute-ref-log-probs", default=True, show_default=True,
               help="Score the data with the frozen reference once before training instead of at every step")
 def train_dpo_command(store, **options):

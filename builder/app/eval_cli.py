@@ -4,7 +4,12 @@ import click
 
 from builder.app.common import open_store, report_built, store_option
 from builder.core.progress import console
-from builder.engines.options import backend_options, dtype_option, judge_backend_options
+from builder.engines.options import (
+    FINITE_FLOAT,
+    backend_options,
+    dtype_option,
+    judge_backend_options,
+)
 
 ENGINE = [
     click.option("--seed", type=int, default=0, show_default=True),
@@ -31,12 +36,12 @@ def eval_group():
 @click.option("--judge", "-j", default=None, help="Judge model [default: smollm2-135m-instruct]")
 @click.option("--prompts", "-p", default=None, help="Prompts file, `datasets` folder, hf:NAME[:SPLIT] or version id [default: the answers' prompts, or the shipped sample prompts]")
 @click.option("--limit", type=int, default=None, help="Use only the first N prompts")
-@click.option("--a-temperature", type=float, default=0.7, show_default=True, help="Sampling temperature of generated A answers")
-@click.option("--b-temperature", type=float, default=0.7, show_default=True, help="Sampling temperature of generated B answers")
-@click.option("--top-p", type=float, default=0.9, show_default=True)
+@click.option("--a-temperature", type=FINITE_FLOAT, default=0.7, show_default=True, help="Sampling temperature of generated A answers")
+@click.option("--b-temperature", type=FINITE_FLOAT, default=0.7, show_default=True, help="Sampling temperature of generated B answers")
+@click.option("--top-p", type=FINITE_FLOAT, default=0.9, show_default=True)
 @click.option("--max-new-tokens", type=int, default=256, show_default=True, help="Answer length limit")
-@click.option("--judge-temperature", type=float, default=0.0, show_default=True, help="0 is greedy: deterministic verdicts")
-@click.option("--judge-top-p", type=float, default=1.0, show_default=True)
+@click.option("--judge-temperature", type=FINITE_FLOAT, default=0.0, show_default=True, help="0 is greedy: deterministic verdicts")
+@click.option("--judge-top-p", type=FINITE_FLOAT, default=1.0, show_default=True)
 @click.option("--judge-max-new-tokens", type=int, default=256, show_default=True)
 @click.option("--judge-template", type=click.Path(dir_okay=False), default=None, help="A template with {prompt}, {response_1}, {response_2} [default: the pairwise template]")
 @engine_options
@@ -62,8 +67,8 @@ def head_to_head_command(store, a, b, **options):
 @click.option("--ranked", "-r", required=True, type=click.Path(dir_okay=False), help="Ranked groups: rows with prompt, responses (list), ranks (list, 1 = best)")
 @click.option("--limit", type=int, default=None, help="Use only the first N groups")
 @click.option("--n-judgments", "-k", type=int, default=3, show_default=True, help="Judgments per response, averaged")
-@click.option("--judge-temperature", type=float, default=0.7, show_default=True)
-@click.option("--judge-top-p", type=float, default=0.9, show_default=True)
+@click.option("--judge-temperature", type=FINITE_FLOAT, default=0.7, show_default=True)
+@click.option("--judge-top-p", type=FINITE_FLOAT, default=0.9, show_default=True)
 @click.option("--judge-max-new-tokens", type=int, default=256, show_default=True)
 @click.option("--judge-template", type=click.Path(dir_okay=False), default=None, help="A template with {prompt} and {response} [default: the additive 5-point template]")
 @engine_options

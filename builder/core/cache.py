@@ -4,14 +4,21 @@ The cache is a folder of parquet shards, one per finished batch (or, for backend
 at a time, per second of answers), each row one sample of one request.
 A shard is written to a temporary name and renamed, so a kill leaves either a whole shard or none.
 Only successful completions are ever written: a failed call leaves no trace and is asked again.
+A shard that cannot be written (a full disk) stops the run with one line; the shards before it stay, and a
+half-written `*.partial-<pid>` file is removed (by this process at once, or later once its process is gone).
 """
 
+import errno
 import os
+import re
 from pathlib import Path
 
 import polars as pl
 
+from builder.core.errors import BuilderError
 from builder.core.records import Completion, Request, stable_hash
+
+_PARTIAL = re.compile(r"\.partial-(\d+)$")
 
 SHARD_SCHEMA = {"key": pl.String, "sample": pl.Int32, "text": pl.String, "finish_reason": pl.String, "n_tokens": pl.Int32}
 
@@ -19,6 +26,7 @@ SHARD_SCHEMA = {"key": pl.String, "sample": pl.Int32, "text": pl.String, "finish
 class GenerationCache:
     def __init__(self, folder: Path):
         self.folder = folder
+        self.swept = False
 
     def load(self, keys: set[str]) -> dict[str, list[Completion]]:
         shards = sorted(self.folder.glob("*.parquet")) if self.folder.is_dir() else []
@@ -42,8 +50,41 @@ class GenerationCache:
             for r, completions in zip(requests, answers, strict=True)
             for i, c in enumerate(completions)
         ]
-        self.folder.mkdir(parents=True, exist_ok=True)
         final = self.folder / f"{stable_hash([r.key for r in requests])[:24]}.parquet"
         partial = final.with_suffix(f".partial-{os.getpid()}")
-        pl.DataFrame(rows, schema=SHARD_SCHEMA).write_parquet(partial)
-        partial.replace(final)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            if not self.swept:
+                for stale in stale_partials(self.folder):
+                    stale.unlink(missing_ok=True)
+                self.swept = True
+            pl.DataFrame(rows, schema=SHARD_SCHEMA).write_parquet(partial)
+            partial.replace(final)
+        except OSError as error:
+            partial.unlink(missing_ok=True)
+            hint = "; free some space and run the same command again" if error.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+            raise BuilderError(
+                f"cannot save generations in {self.folder}: {error.strerror or error}{hint} (the batches saved before are kept)"
+            ) from None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def stale_partials(folder: Path) -> list[Path]:
+    """`.partial-<id>-<pid>` folders and `*.partial-<pid>` shards in `folder` whose process is gone."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.iterdir():
+        match = _PARTIAL.search(path.name) if path.is_file() else re.fullmatch(r"\.partial-.+-(\d+)", path.name)
+        if match and not pid_alive(int(match.group(1))):
+            found.append(path)
+    return sorted(found)

@@ -1,6 +1,8 @@
 """The options that choose and tune a generation backend, shared by every command that generates."""
 
+import dataclasses
 import functools
+import math
 from dataclasses import dataclass
 
 import click
@@ -9,6 +11,36 @@ from builder.core.errors import BuilderError
 
 BACKENDS = ("transformers", "vllm", "openai")
 DTYPES = ("auto", "bfloat16", "float16", "float32")  # auto: see generators.resolve_dtype
+
+
+
+class FiniteFloat(click.ParamType):
+    """A float option that refuses NaN and the infinities: no sampling knob, timeout or rate means anything
+    at either, and a NaN would reach the manifest as JSON it is not."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) and math.isfinite(value):
+            return value
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+FINITE_FLOAT = FiniteFloat()
+
+
+def require_finite(config) -> None:
+    """The same rule for configurations that do not come through the command line (recipes)."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise BuilderError(f"--{field.name.replace('_', '-')} must be a finite number, not {value}")
 
 dtype_option = click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True, help="auto: bfloat16 on a GPU, float32 on a CPU")
 
@@ -26,6 +58,7 @@ class EngineOptions:
     max_model_len: int | None = None  # vllm
 
     def check(self, backend: str) -> None:
+        require_finite(self)
         if self.endpoints and backend != "openai":
             raise BuilderError("--endpoint needs --backend openai")
         if backend == "openai" and not self.endpoints:
@@ -41,7 +74,7 @@ _OPTIONS = [
                  help="transformers (in-process), vllm (in-process engine), openai (OpenAI-compatible servers)"),
     click.option("--endpoint", "endpoints", multiple=True, help="openai: a server's API root, e.g. http://127.0.0.1:8000/v1; repeat for a pool"),
     click.option("--max-concurrency", type=int, default=8, show_default=True, help="openai: requests in flight per endpoint"),
-    click.option("--request-timeout", type=float, default=600.0, show_default=True, help="openai: seconds per call"),
+    click.option("--request-timeout", type=FINITE_FLOAT, default=600.0, show_default=True, help="openai: seconds per call"),
     click.option("--max-retries", type=int, default=5, show_default=True, help="openai: retries of a call that failed (429, 5xx, connection)"),
     click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="openai: environment variable with the API key"),
     click.option("--tensor-parallel-size", type=int, default=1, show_default=True, help="vllm: GPUs per model"),

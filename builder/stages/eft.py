@@ -29,7 +29,7 @@ from builder.core.schemas import DROPPED_SCHEMA
 from builder.core.store import Store, Version, version_id
 from builder.engines.generators import load_generator, resolve_dtype
 from builder.engines.models import resolve_model
-from builder.engines.options import EngineOptions
+from builder.engines.options import EngineOptions, require_finite
 from builder.judging.judge import JudgeTemplate, load_template
 from builder.judging.metrics import group_metrics
 from builder.judging.score import judge_candidates
@@ -56,6 +56,7 @@ class MakeEftConfig:
     engine_options: EngineOptions = EngineOptions()
 
     def validate(self) -> None:
+        require_finite(self)
         for name in ("n_judgments", "judge_max_new_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 raise BuilderError(f"--{name.replace('_', '-')} must be at least 1")
@@ -79,7 +80,7 @@ def make_eft(config: MakeEftConfig, store: Store) -> tuple[Version, bool]:
     config.validate()
     config = replace(config, dtype=resolve_dtype(config.dtype))
     raw, source = load_seed(config.ranked, "ranked", store)
-    prompts, candidates, dropped_groups = ranked_tables(raw, source.spec, config.limit)
+    prompts, candidates, dropped_groups = ranked_tables(raw, source.spec, config.limit, source.fingerprint)
     heldout = held_out_ids(prompts["prompt_id"].to_list(), config.held_out, config.seed)
     template = load_template(config.judge_template)
     model_ref = resolve_model(config.model, store.root, config.backend == "openai")

@@ -17,12 +17,13 @@ from builder.core.stats import pairs_stats
 from builder.core.store import Store, Version, version_id
 from builder.engines.generators import Generator, load_generator, resolve_dtype
 from builder.engines.models import resolve_model
-from builder.engines.options import EngineOptions, judge_engine
+from builder.engines.options import EngineOptions, judge_engine, require_finite
 from builder.engines.runner import run_requests
 from builder.judging.health import pairs_health
 from builder.judging.judge import load_template
 from builder.judging.score import judge_candidates
 from builder.stages.aggregate import build_labels
+from builder.stages.fit_context import context_record, drop_too_long
 from builder.stages.pairs_card import render_pairs_card
 
 
@@ -50,6 +51,7 @@ class MakePairsConfig:
     judge_engine_options: EngineOptions | None = None
 
     def validate(self) -> None:
+        require_finite(self)
         for name in ("n_samples", "n_judgments", "max_new_tokens", "judge_max_new_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 raise BuilderError(f"--{name.replace('_', '-')} must be at least 1")
@@ -78,7 +80,7 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
     judge_sampling = Sampling(config.n_judgments, config.judge_temperature, config.judge_top_p, config.judge_max_new_tokens)
     engine = {"backend": config.backend, "dtype": config.dtype, "batch_size": config.batch_size}
     identity = {
-        "input": stable_hash(prompts["prompt_id"].to_list()),
+        "input": stable_hash(prompts.select("prompt_id", "source", "source_row", "source_id").rows()),
         "policy": policy_ref.fingerprint,
         "judge": judge_ref.fingerprint,
         "engine": engine,
@@ -88,43 +90,46 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
         "seed": config.seed,
     } | ({"judge_engine": {"backend": judge_backend}} if judge_backend != config.backend else {})
     vid = version_id("pairs", identity)
-    if store.exists(vid):
-        return store.load(vid), False
+    with store.lock(vid):  # a second run of this configuration waits here, then finds it built
+        if store.exists(vid):
+            return store.load(vid), False
 
-    options = {"dtype": config.dtype, "batch_size": config.batch_size, "engine_options": config.engine_options}
-    policy = load_generator(policy_ref, config.backend, **options)
-    same_engine = judge_ref == policy_ref and (judge_backend, judge_options) == (config.backend, config.engine_options)
-    judge = policy if same_engine else load_generator(judge_ref, judge_backend, **options | {"engine_options": judge_options})
+        options = {"dtype": config.dtype, "batch_size": config.batch_size, "engine_options": config.engine_options}
+        policy = load_generator(policy_ref, config.backend, **options)
+        same_engine = judge_ref == policy_ref and (judge_backend, judge_options) == (config.backend, config.engine_options)
+        judge = policy if same_engine else load_generator(judge_ref, judge_backend, **options | {"engine_options": judge_options})
+        prompts, too_long = drop_too_long(prompts, policy, judge, template, config.max_new_tokens, config.judge_max_new_tokens)
 
-    started = time.perf_counter()
-    candidates = generate_candidates(policy, prompts, candidate_sampling, config.seed, store, config.batch_size)
-    candidates_s = time.perf_counter() - started
-    judgments = judge_candidates(judge, template, prompts, candidates, judge_sampling, config.seed, store, config.batch_size)
-    judgments_s = time.perf_counter() - started - candidates_s
+        started = time.perf_counter()
+        candidates = generate_candidates(policy, prompts, candidate_sampling, config.seed, store, config.batch_size)
+        candidates_s = time.perf_counter() - started
+        judgments = judge_candidates(judge, template, prompts, candidates, judge_sampling, config.seed, store, config.batch_size)
+        judgments_s = time.perf_counter() - started - candidates_s
 
-    scored, pairs, dropped = build_labels(prompts, candidates, judgments)
-    tables = {
-        "prompts": prompts,
-        "candidates": scored.sort("candidate_id"),
-        "judgments": judgments.sort("judgment_id"),
-        "pairs": pairs,
-        "dropped": pl.concat([dropped_prompts, dropped]).sort("level", "prompt_id", "candidate_id", "judgment_id", nulls_last=True),
-    }
-    manifest = {
-        "kind": "pairs",
-        "parent": source.parent_version,
-        "policy": {"model": policy_ref.to_json(), "engine": policy.identity},
-        "judge": {"model": judge_ref.to_json(), "engine": judge.identity},
-        "sampling": {"candidates": asdict(candidate_sampling), "judgments": asdict(judge_sampling), "seed": config.seed},
-        "seed": config.seed,
-        "judge_template": template.to_json(),
-        "input": {**source.to_json(), "limit": config.limit, "prompts_fingerprint": identity["input"]},
-        "identity": identity,
-        "stats": pairs_stats(tables),
-        "health": pairs_health(tables),
-        "timing_s": {"candidates": round(candidates_s, 2), "judgments": round(judgments_s, 2)},
-    }
-    return store.write_version(vid, tables, manifest, render_pairs_card), True
+        scored, pairs, dropped = build_labels(prompts, candidates, judgments)
+        tables = {
+            "prompts": prompts,
+            "candidates": scored.sort("candidate_id"),
+            "judgments": judgments.sort("judgment_id"),
+            "pairs": pairs,
+            "dropped": pl.concat([dropped_prompts, too_long, dropped]).sort("level", "prompt_id", "candidate_id", "judgment_id", nulls_last=True),
+        }
+        manifest = {
+            "kind": "pairs",
+            "parent": source.parent_version,
+            "policy": {"model": policy_ref.to_json(), "engine": policy.identity},
+            "judge": {"model": judge_ref.to_json(), "engine": judge.identity},
+            "sampling": {"candidates": asdict(candidate_sampling), "judgments": asdict(judge_sampling), "seed": config.seed},
+            "seed": config.seed,
+            "judge_template": template.to_json(),
+            "input": {**source.to_json(), "limit": config.limit, "prompts_fingerprint": identity["input"]},
+            "identity": identity,
+            "context": context_record(policy, judge),
+            "stats": pairs_stats(tables),
+            "health": pairs_health(tables),
+            "timing_s": {"candidates": round(candidates_s, 2), "judgments": round(judgments_s, 2)},
+        }
+        return store.write_version(vid, tables, manifest, render_pairs_card), True
 
 
 def generate_candidates(policy: Generator, prompts: pl.DataFrame, sampling: Sampling, seed: int, store: Store, batch_size: int) -> pl.DataFrame:

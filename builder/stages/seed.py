@@ -87,7 +87,7 @@ def import_oasst(path: str, store: Store, lang: str | None, limit: int | None, s
     if store.exists(vid):
         return store.load(vid), False
     prompts_raw, ift, ranked = convert_oasst(messages, path, lang, limit, seed)
-    prompts, dropped = normalise(prompts_raw, path, None)
+    prompts, dropped = normalise(prompts_raw, path, None, fingerprint)
     tables = {"prompts": prompts, "ift": ift, "ranked": ranked, "dropped": dropped}
     manifest = {
         "kind": "seed",
