@@ -308,16 +308,26 @@ def show_command(version, store):
 
 
 @cli.command("verify")
-@click.argument("version")
+@click.argument("version", required=False)
+@click.option("--repair", is_flag=True, help="Remove half-written versions and cache shards left by runs that are gone")
 @store_option
-def verify_command(version, store):
-    """Check every file of a version against the sha256 in its manifest."""
+def verify_command(version, repair, store):
+    """Check a version: its id against its manifest's identity, every file against the manifest's sha256."""
     store = open_store(store)
+    if repair:
+        removed = store.remove_stale_partials()
+        console.print(f"removed {len(removed)} leftovers of runs that are gone" + "".join(f"\n  {p}" for p in removed))
+    if version is None:
+        if not repair:
+            raise BuilderError("verify needs a VERSION (or --repair)")
+        return
     found = store.load(version)
+    if problem := store.identity_problem(found):
+        raise BuilderError(f"{found.id}: {problem}")
     damaged = store.verify(found)
     if damaged:
         raise BuilderError(f"{found.id}: checksum mismatch in {', '.join(damaged)}")
-    console.print(f"{found.id}: {len(found.manifest['files'])} files match the manifest")
+    console.print(f"{found.id}: the id matches the manifest's identity; {len(found.manifest['files'])} files match the manifest")
 
 
 @cli.command("query")

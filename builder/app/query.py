@@ -37,7 +37,7 @@ class LocatedVersion:
 
 def connect(store: Store, attach: tuple[str, ...] = ()) -> duckdb.DuckDBPyConnection:
     connection = duckdb.connect()
-    located = [LocatedVersion(v.id, v.manifest, str(v.folder)) for v in store.versions()]
+    located = [LocatedVersion(v.id, v.manifest, str(v.folder.resolve())) for v in store.versions()]
     for location in attach:
         version = attached_version(connection, location)
         if version.id in {v.id for v in located}:
