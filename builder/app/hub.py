@@ -127,6 +127,8 @@ def install_version(folder: Path, store: Store) -> tuple[Version, bool]:
     """Check a downloaded version's files against its own manifest, then copy it into the store."""
     manifest = read_manifest(folder)
     downloaded = Version(manifest["id"], folder, manifest)
+    if problem := store.identity_problem(downloaded):
+        raise BuilderError(f"{downloaded.id}: {problem}; nothing was installed")
     damaged = store.verify(downloaded)
     if damaged:
         raise BuilderError(f"{downloaded.id}: checksum mismatch in {', '.join(damaged)}; nothing was installed")

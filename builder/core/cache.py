@@ -6,6 +6,7 @@ A shard is written to a temporary name and renamed, so a kill leaves either a wh
 Only successful completions are ever written: a failed call leaves no trace and is asked again.
 A shard that cannot be written (a full disk) stops the run with one line; the shards before it stay, and a
 half-written `*.partial-<pid>` file is removed (by this process at once, or later once its process is gone).
+A cache folder that cannot be written is found before anything is generated.
 """
 
 import errno
@@ -53,19 +54,36 @@ class GenerationCache:
         final = self.folder / f"{stable_hash([r.key for r in requests])[:24]}.parquet"
         partial = final.with_suffix(f".partial-{os.getpid()}")
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            if not self.swept:
-                for stale in stale_partials(self.folder):
-                    stale.unlink(missing_ok=True)
-                self.swept = True
+            self.check_writable()
             pl.DataFrame(rows, schema=SHARD_SCHEMA).write_parquet(partial)
             partial.replace(final)
-        except OSError as error:
+        except (OSError, pl.exceptions.PolarsError) as error:
             partial.unlink(missing_ok=True)
-            hint = "; free some space and run the same command again" if error.errno in (errno.ENOSPC, errno.EDQUOT) else ""
-            raise BuilderError(
-                f"cannot save generations in {self.folder}: {error.strerror or error}{hint} (the batches saved before are kept)"
-            ) from None
+            raise BuilderError(f"cannot save generations in {self.folder}: {io_problem(error)} (the batches saved before are kept)") from None
+
+    def check_writable(self) -> None:
+        """Called before anything is generated, so that a read-only store costs no paid work; also sweeps
+        away the half-written shards of runs that are gone."""
+        if self.swept:
+            return
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.folder, os.W_OK):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self.folder))
+            for stale in stale_partials(self.folder):
+                stale.unlink(missing_ok=True)
+        except OSError as error:
+            raise BuilderError(f"cannot save generations in {self.folder}: {io_problem(error)}") from None
+        self.swept = True
+
+
+def io_problem(error: Exception) -> str:
+    """What went wrong writing a file, in a few words, with a hint when the disk is full. Polars reports its
+    own write failures as ComputeError with the OS error inside the text."""
+    text = error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0]
+    text = text.rpartition("underlying IO error: ")[2] or text
+    full = (isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)) or "os error 28" in text
+    return text + ("; free some space and run the same command again" if full else "")
 
 
 def pid_alive(pid: int) -> bool:

@@ -28,7 +28,7 @@ import polars as pl
 from filelock import FileLock, Timeout
 
 import builder
-from builder.core.cache import GenerationCache, stale_partials
+from builder.core.cache import GenerationCache, io_problem, stale_partials
 from builder.core.errors import BuilderError
 from builder.core.progress import console
 from builder.core.records import file_sha256, stable_hash
@@ -59,6 +59,8 @@ class Store:
         folder = self.root / ".locks"
         try:
             folder.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.root, os.W_OK):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self.root))
             lock = FileLock(folder / f"{version_id}.lock", is_singleton=True)
             try:
                 lock.acquire(timeout=0)
@@ -141,7 +143,7 @@ class Store:
             partial = self.root / f".partial-{version_id}-{os.getpid()}"
             try:
                 return self._write_partial(partial, version_id, tables, manifest, render_card, extra_files or {})
-            except OSError as error:
+            except (OSError, pl.exceptions.PolarsError) as error:
                 shutil.rmtree(partial, ignore_errors=True)
                 raise write_error(self.root / version_id, error) from None
 
@@ -195,10 +197,13 @@ class Store:
 
     def verify(self, version: Version) -> list[str]:
         """Names of files whose checksum no longer matches the manifest."""
+        files = version.manifest.get("files")
+        if not isinstance(files, dict):
+            return ["manifest.json (no file list)"]
         bad = []
-        for name, meta in version.manifest["files"].items():
+        for name, meta in files.items():
             path = version.folder / name
-            if not path.exists() or file_sha256(path) != meta["sha256"]:
+            if not path.is_file() or not isinstance(meta, dict) or file_sha256(path) != meta.get("sha256"):
                 bad.append(name)
         return bad
 
@@ -228,9 +233,8 @@ def read_manifest(folder: Path) -> dict:
     return manifest
 
 
-def write_error(target: Path, error: OSError) -> BuilderError:
-    hint = "; free some space and run the same command again" if error.errno in (errno.ENOSPC, errno.EDQUOT) else ""
-    return BuilderError(f"cannot write {target}: {error.strerror or error}{hint}; nothing already saved was lost")
+def write_error(target: Path, error: Exception) -> BuilderError:
+    return BuilderError(f"cannot write {target}: {io_problem(error)} (nothing already saved was lost)")
 
 
 def version_id(kind: str, config: dict) -> str:
