@@ -70,7 +70,7 @@ class VllmGenerator:
         except (OSError, ValueError) as error:
             raise BuilderError(f"vLLM cannot load {model.path}: {str(error).splitlines()[0]}") from None
         # tensor_parallel_size and max_model_len change speed and what fits, not the answers.
-        engine_config = self.llm.llm_engine.model_config
+        engine_config = self.llm.model_config
         self.context = local_window(self.llm.get_tokenizer(), engine_config.hf_config, engine_config.max_model_len)
         self.identity = {"backend": "vllm", "model": model.fingerprint, "dtype": dtype}
 
