@@ -9,6 +9,7 @@ FILES = {
     "columns.jsonl": b'{"question": "a"}\n',
     "latin1.jsonl": '{"prompt": "caf\u00e9"}\n'.encode("latin-1"),
     "broken.csv": b'prompt\n"x\n',
+    "null_content.jsonl": b'{"messages": [{"role": "user", "content": null}]}\n',
 }
 CASES = {
     "missing model folder": (["--model", "/no/such/model"], "unknown model"),
@@ -27,7 +28,27 @@ CASES = {
     "missing judge template": (["--judge-template", "nope.txt"], "cannot read judge template"),
     "judge endpoint off openai": (["--judge-backend", "vllm", "--judge-endpoint", "http://127.0.0.1:9/v1"], "--judge-endpoint needs --judge-backend openai"),
     "judge on openai, no endpoint": (["--judge-backend", "openai"], "needs at least one --judge-endpoint"),
+    "null message content": (["--prompts", "null_content.jsonl"], "needs a text role and content"),
+    "temperature nan": (["--temperature", "nan"], "'nan' is not a finite number"),
+    "temperature inf": (["--temperature", "inf"], "'inf' is not a finite number"),
+    "judge temperature nan": (["--judge-temperature", "nan"], "--judge-temperature"),
+    "top-p -inf": (["--top-p", "-inf"], "is not a finite number"),
+    "request timeout nan": (["--request-timeout", "nan"], "--request-timeout"),
+    "request timeout inf": (["--request-timeout", "inf"], "'inf' is not a finite number"),
 }
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["make-eft", "--held-out", "nan"],
+        ["make-prompts", "--similarity", "inf"],
+        ["eval", "head-to-head", "--a", "x", "--b", "y", "--judge-temperature", "nan"],
+        ["train", "dpo", "--base", "x", "--data", "x", "--name", "x", "--beta", "inf"],
+    ],
+)
+def test_every_float_option_refuses_nan_and_infinities(tmp_path, command):
+    assert_one_line_error(run_builder(*command, "--store", tmp_path / "store"), "is not a finite number")
 
 
 @pytest.fixture

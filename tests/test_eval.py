@@ -90,6 +90,7 @@ def test_show_and_health_on_a_verdict_version(h2h):
     store, version, _, _ = h2h
     shown = run_builder("show", version, "--store", store, check=True)
     assert "head-to-head" in shown.stdout and "checksums ok" in shown.stdout
+    assert run_builder("verify", version, "--store", store).returncode == 0  # the id comes back from the manifest
     health = run_builder("health", version, "--store", store, "--format", "json", check=True)
     numbers = json.loads(health.stdout)
     assert numbers["kind"] == "h2h" and numbers["parse_failure_rate"] == 1.0

@@ -117,6 +117,8 @@ def test_make_eft_keeps_agreeing_groups_and_holds_some_out(tiny_model, tmp_path)
     rm = run_builder("eval", "reward-model", "--model", tiny_model, "--ranked", folder / "heldout.parquet", "-k", "1",
                      "--judge-max-new-tokens", "32", "--store", store, check=True)
     assert rm.stdout.strip().splitlines()[-1].startswith("rm-")
+    for built in (version, sft, rm.stdout.strip().splitlines()[-1]):  # each kind's id comes back from its manifest
+        assert run_builder("verify", built, "--store", store).returncode == 0
 
 
 def test_make_eft_rejects_ranks_with_gaps(tmp_path):
@@ -146,6 +148,7 @@ def test_make_prompts_then_make_pairs_on_the_new_prompts(tiny_model, tmp_path):
     built = pairs.stdout.strip().splitlines()[-1]
     manifest = json.loads((store / built / "manifest.json").read_text())
     assert manifest["parent"] == version and manifest["counts"]["prompts"] == kept.height
+    assert run_builder("verify", version, "--store", store).returncode == 0
 
 
 def test_parse_new_prompt():

@@ -91,7 +91,7 @@ def test_every_read_verb_speaks_json(two_versions):
     shown = json.loads(run_builder("show", v2, "--store", store, "--format", "json", check=True).stdout)
     assert shown["manifest"]["parent"] == v1 and shown["damaged_files"] == []
     verified = json.loads(run_builder("verify", v1, "--store", store, "--format", "json", check=True).stdout)
-    assert verified["damaged_files"] == [] and verified["identity_matches_id"] is True
+    assert verified["damaged_files"] == [] and verified["identity_problem"] is None
     assert json.loads(run_builder("models", "--store", store, "--format", "json", check=True).stdout) == []
     health = json.loads(run_builder("health", v1, "--store", store, "--format", "json", check=True).stdout)
     assert health["kind"] == "pairs"

@@ -25,6 +25,8 @@ class BuilderGroup(click.Group):
             return super().invoke(ctx)
         except BuilderError as error:
             raise UserError(str(error)) from None
+        except OSError as error:  # the machine's, not the user's input: a full disk, a read-only or lost folder
+            raise UserError(f"{error.strerror or type(error).__name__}: {error.filename or error}") from None
         except KeyboardInterrupt:
             console.print("interrupted: finished batches are saved; run the same command again to continue")
             ctx.exit(130)
@@ -225,25 +227,32 @@ def show_command(version, output, store):
 
 
 @cli.command("verify")
-@click.argument("version")
+@click.argument("version", required=False)
+@click.option("--repair", is_flag=True, help="Remove half-written versions and cache shards left by runs that are gone")
 @format_option()
 @store_option
-def verify_command(version, output, store):
-    """Check every file of a version against the sha256 in its manifest, and the id against its identity."""
-    from builder.core.stage import identity_matches
+def verify_command(version, repair, output, store):
+    """Check a version: its id against its manifest's identity, every file against the manifest's sha256."""
+    from builder.core.stage import identity_problem
 
     store = open_store(store)
+    if repair:
+        removed = store.remove_stale_partials()
+        click.echo(f"removed {len(removed)} leftovers of runs that are gone" + "".join(f"\n  {p}" for p in removed))
+    if version is None:
+        if not repair:
+            raise BuilderError("verify needs a VERSION (or --repair)")
+        return
     found = store.load(version)
-    damaged = store.verify(found)
-    id_ok = found.manifest.layout == 1 or identity_matches(found.manifest)
+    problem, damaged = identity_problem(found), store.verify(found)
     if output == "json":
-        print_json({"id": found.id, "files": len(found.manifest.files), "damaged_files": damaged, "identity_matches_id": id_ok})
-    elif not damaged and id_ok:
-        click.echo(f"{found.id}: {len(found.manifest.files)} files match the manifest, and the manifest's identity names this id")
+        print_json({"id": found.id, "files": len(found.manifest.files), "damaged_files": damaged, "identity_problem": problem})
+    if problem:
+        raise BuilderError(f"{found.id}: {problem}")
     if damaged:
         raise BuilderError(f"{found.id}: checksum mismatch in {', '.join(damaged)}")
-    if not id_ok:
-        raise BuilderError(f"{found.id}: the manifest's identity names another id (was the manifest edited?)")
+    if output != "json":
+        click.echo(f"{found.id}: the id matches the manifest's identity; {len(found.manifest.files)} files match the manifest")
 
 
 @cli.command("query")

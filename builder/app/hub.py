@@ -26,6 +26,7 @@ from huggingface_hub.utils import validate_repo_id
 
 from builder.core.errors import BuilderError
 from builder.core.manifest import Manifest
+from builder.core.stage import identity_problem
 from builder.core.store import Store, Version
 
 REPO_TYPE = "dataset"
@@ -128,6 +129,8 @@ def install_version(folder: Path, store: Store) -> tuple[Version, bool]:
     """Check a downloaded version's files against its own manifest, then copy it into the store."""
     manifest = read_manifest(folder)
     downloaded = Version(manifest["id"], folder, Manifest.from_json(manifest))
+    if problem := identity_problem(downloaded):
+        raise BuilderError(f"{downloaded.id}: {problem}; nothing was installed")
     damaged = store.verify(downloaded)
     if damaged:
         raise BuilderError(f"{downloaded.id}: checksum mismatch in {', '.join(damaged)}; nothing was installed")

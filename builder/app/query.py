@@ -2,7 +2,12 @@
 column, plus a `versions` view of the manifests.
 
 Versions kept elsewhere can join them (`--attach`): another version folder, or a version pushed to the Hub,
-which DuckDB reads itself through its `hf://datasets/user/name@tag/...` paths."""
+which DuckDB reads itself through its `hf://datasets/user/name@tag/...` paths.
+
+The connection is sealed before the user's SQL runs: only SELECT (and EXPLAIN) statements are accepted, as
+DuckDB's own parser types them; DuckDB may open only the files the versions' manifests list (and the
+attached Hub versions' folders); external access is otherwise off and the configuration is locked, so no
+statement can write a file, attach a database, load an extension or read anything else on the machine."""
 
 import json
 from dataclasses import dataclass
@@ -33,7 +38,7 @@ class LocatedVersion:
 
 def connect(store: Store, attach: tuple[str, ...] = ()) -> duckdb.DuckDBPyConnection:
     connection = duckdb.connect()
-    located = [LocatedVersion(v.id, v.manifest, str(v.folder)) for v in store.versions()]
+    located = [LocatedVersion(v.id, v.manifest, str(v.folder.resolve())) for v in store.versions()]
     for location in attach:
         version = attached_version(connection, location)
         if version.id in {v.id for v in located}:
@@ -55,7 +60,33 @@ def connect(store: Store, attach: tuple[str, ...] = ()) -> duckdb.DuckDBPyConnec
             connection.execute(f'CREATE VIEW "{table}" AS ' + " UNION ALL BY NAME ".join(parts))
     connection.register("versions_frame", versions_frame(located))
     connection.execute("CREATE VIEW versions AS SELECT * FROM versions_frame")
+    seal(connection, located)
     return connection
+
+
+READ_ONLY_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+
+
+def seal(connection: duckdb.DuckDBPyConnection, located: list[LocatedVersion]) -> None:
+    """From here on DuckDB reads the versions' own files and nothing else, and no setting can change that."""
+    files = [v.file(name) for v in located if not v.location.startswith("hf://") for name in [*v.manifest.files, "manifest.json"]]
+    folders = [f"{v.location}/" for v in located if v.location.startswith("hf://")]
+    connection.execute(f"SET allowed_paths = [{', '.join(map(sql_string, files))}]")
+    connection.execute(f"SET allowed_directories = [{', '.join(map(sql_string, folders))}]")
+    connection.execute("SET enable_external_access = false")
+    connection.execute("SET lock_configuration = true")
+
+
+def check_read_only(connection: duckdb.DuckDBPyConnection, sql: str) -> None:
+    try:
+        statements = connection.extract_statements(sql)
+    except duckdb.Error as error:
+        raise BuilderError(f"query failed: {str(error).splitlines()[0]}") from None
+    refused = [s.type.name for s in statements if s.type not in READ_ONLY_STATEMENTS]
+    if refused:
+        raise BuilderError(f"query refused: only SELECT statements read the store (found {', '.join(refused)})")
+    if not statements:
+        raise BuilderError("query is empty")
 
 
 def attached_version(connection: duckdb.DuckDBPyConnection, location: str) -> LocatedVersion:
@@ -115,6 +146,7 @@ def versions_frame(versions: list[LocatedVersion]) -> pl.DataFrame:
 
 def run_query(store: Store, sql: str, attach: tuple[str, ...] = ()) -> pl.DataFrame:
     connection = connect(store, attach)
+    check_read_only(connection, sql)
     try:
         return connection.sql(sql).pl()
     except duckdb.Error as error:

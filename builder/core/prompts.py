@@ -1,7 +1,8 @@
 """Read prompts from files, `datasets` datasets or earlier versions, into one typed table.
 
-prompts: prompt_id, prompt (the last user turn), messages (the conversation to answer), source, source_row,
-source_id (the input's own `id` column, when it has one).
+prompts: prompt_id, prompt (the last user turn), messages (the conversation to answer), source (the input's
+content fingerprint, never its path: the same input typed as a relative or an absolute path gives the same
+table), source_row, source_id (the input's own `id` column, when it has one).
 """
 
 import json
@@ -39,7 +40,7 @@ def sample_prompts_path() -> Path:
 def load_prompts(spec: str | None, store=None, limit: int | None = None) -> tuple[pl.DataFrame, pl.DataFrame, PromptSource]:
     """Returns (prompts, dropped prompts, where they came from)."""
     raw, source = read_source(spec or str(sample_prompts_path()), store)
-    return normalise(raw, source.spec, limit) + (source,)
+    return normalise(raw, source.spec, limit, source.fingerprint) + (source,)
 
 
 def read_source(spec: str, store, what: str = "prompts") -> tuple[pl.DataFrame, PromptSource]:
@@ -105,7 +106,8 @@ def read_file(path: Path) -> pl.DataFrame:
     raise BuilderError(f"{path}: unsupported file type {suffix!r} (use .jsonl, .json, .parquet or .csv)")
 
 
-def normalise(raw: pl.DataFrame, source: str, limit: int | None) -> tuple[pl.DataFrame, pl.DataFrame]:
+def normalise(raw: pl.DataFrame, source: str, limit: int | None, origin: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """`source` names the input in messages; `origin` (its fingerprint, default `source`) fills the source column."""
     if raw.height == 0:
         raise BuilderError(f"no prompts in {source}")
     if "messages" in raw.columns:
@@ -122,7 +124,7 @@ def normalise(raw: pl.DataFrame, source: str, limit: int | None) -> tuple[pl.Dat
             "prompt_id": [stable_hash(c)[:16] if c else None for c in conversations],
             "prompt": [c[-1]["content"] if c else None for c in conversations],
             "messages": conversations,
-            "source": [source] * raw.height,
+            "source": [origin or source] * raw.height,
             "source_row": list(range(raw.height)),
             "source_id": ids,
         },
@@ -143,6 +145,9 @@ def normalise(raw: pl.DataFrame, source: str, limit: int | None) -> tuple[pl.Dat
 def _conversation(messages, source: str, row: int) -> list[dict]:
     if not isinstance(messages, list) or not all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in messages):
         raise BuilderError(f"{source} row {row}: 'messages' must be a list of {{role, content}}")
+    for index, m in enumerate(messages):
+        if not isinstance(m["role"], str) or not isinstance(m["content"], str):
+            raise BuilderError(f"{source} row {row}: message {index} needs a text role and content (found {m['role']!r}, {type(m['content']).__name__})")
     conversation = [{"role": m["role"], "content": m["content"]} for m in messages]
     if conversation and conversation[-1]["role"] == "assistant":
         conversation = conversation[:-1]  # the reference answer: not part of the prompt

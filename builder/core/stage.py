@@ -29,16 +29,26 @@ def build_version(store: Store, kind: str, identity: dict, run: Callable[[str], 
     """The version for this identity: the stored one if it exists (built_now False), else run the stage (given
     the id its version will have) and write what it returns. Returns (version, built_now)."""
     vid = Manifest(kind, identity=identity).expected_id()
-    if store.exists(vid):
-        return store.load(vid), False
-    started = time.perf_counter()
-    output = run(vid)
-    manifest = output.manifest
-    manifest.kind, manifest.id, manifest.identity = kind, vid, identity
-    manifest.timing_s = {**manifest.timing_s, "total": round(time.perf_counter() - started, 2)}
-    return store.write_version(manifest, output.tables, output.render_card, output.extra_files), True
+    with store.lock(vid):  # a second run of this configuration waits here, then finds it built
+        if store.exists(vid):
+            return store.load(vid), False
+        started = time.perf_counter()
+        output = run(vid)
+        manifest = output.manifest
+        manifest.kind, manifest.id, manifest.identity = kind, vid, identity
+        manifest.timing_s = {**manifest.timing_s, "total": round(time.perf_counter() - started, 2)}
+        return store.write_version(manifest, output.tables, output.render_card, output.extra_files), True
 
 
-def identity_matches(manifest: Manifest) -> bool:
-    """Whether a version's id is the one its recorded identity names (an edited manifest no longer matches)."""
-    return manifest.expected_id() == manifest.id
+def identity_problem(version: Version) -> str | None:
+    """Why the manifest does not name this version, or None: the id must be the hash of the manifest's own kind
+    and identity (so an edited seed or model shows), and a folder in a store must carry that id."""
+    manifest = version.manifest
+    if not isinstance(manifest.identity, dict) or not manifest.identity or not isinstance(manifest.kind, str):
+        return "the manifest has no kind and identity to check the id against"
+    expected = manifest.expected_id()
+    if manifest.id != expected:
+        return f"the manifest's identity gives {expected}, not {manifest.id} (the manifest was edited)"
+    if version.folder.name != expected and (version.folder / "manifest.json").exists() and not version.folder.name.startswith("."):
+        return f"the folder {version.folder.name} holds version {expected}"
+    return None

@@ -3,24 +3,37 @@
     <store>/<version-id>/           one finished version: parquet tables, README.md (card), manifest.json
     <store>/.cache/generations/…   every paid-for generation, keyed by request content (see cache.py)
 
-A version is written to a hidden temporary folder, its manifest last, then renamed into place and made
-read-only: a folder with a manifest is complete, and nothing else is ever listed as a version.
+A version is written to a hidden temporary folder (`.partial-<id>-<pid>`), its manifest last, then renamed
+into place and made read-only: only a folder whose name does not start with a dot and that holds a manifest
+is a version. A partial folder whose process is gone is removed when the same version is written again, or
+by `builder verify --repair`.
+
+One configuration is built by one process at a time: `Store.lock(version_id)` is held from the check that
+the version is missing to its final rename, so a second run of the same configuration waits, then finds
+it built; different configurations take different locks and run side by side.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from filelock import FileLock, Timeout
+
 import builder
 from builder.core.errors import BuilderError
+from builder.core.files import io_problem, stale_partials
 from builder.core.manifest import Manifest
+from builder.core.progress import console
 from builder.core.records import file_sha256, stable_hash
 
 if TYPE_CHECKING:  # polars and the cache load only when a version is written or generated
@@ -42,30 +55,63 @@ class Version:
 class Store:
     def __init__(self, root: str | Path | None = None, recipe: dict | None = None):
         self.root = Path(root or os.environ.get("BUILDER_STORE") or DEFAULT_STORE).expanduser()
+        if self.root.exists() and not self.root.is_dir():
+            raise BuilderError(f"store {self.root} is a file, not a folder")
         # Set by `builder run`: the recipe (name, path, sha256) recorded in everything written through this store.
         self.recipe = recipe
+
+    @contextlib.contextmanager
+    def lock(self, version_id: str) -> Iterator[None]:
+        """Held while one process builds `version_id`; another process asking for it waits (re-entrant
+        within a process). Taking it is also the first write to the store, so an unwritable store stops here,
+        before any work."""
+        folder = self.root / ".locks"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.root, os.W_OK):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self.root))
+            lock = FileLock(folder / f"{version_id}.lock", is_singleton=True)
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                console.print(f"waiting: another run is building {version_id} in this store")
+                lock.acquire()
+        except OSError as error:
+            raise BuilderError(f"store {self.root} is not writable: {error.strerror or error}") from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     def generation_cache(self, generator_identity: dict) -> GenerationCache:
         from builder.core.cache import GenerationCache
 
         return GenerationCache(self.root / ".cache" / "generations" / stable_hash(generator_identity)[:16])
 
+    def version_folders(self, prefix: str = "") -> list[Path]:
+        """Folders that are versions: not hidden (a `.partial-…` folder is never one), with a manifest."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p for p in self.root.iterdir()
+            if p.name.startswith(prefix) and not p.name.startswith(".") and (p / "manifest.json").is_file()
+        )
+
     def versions(self) -> list[Version]:
-        """Finished versions, newest first."""
+        """Finished versions, newest first; one whose manifest cannot be read is left out (`show` says why)."""
         found = []
-        for manifest_path in self.root.glob("*/manifest.json"):
+        for folder in self.version_folders():
             try:
-                manifest = json.loads(manifest_path.read_text())
-            except (OSError, ValueError):
+                found.append(Version(folder.name, folder, read_manifest(folder)))
+            except BuilderError:
                 continue
-            found.append(Version(manifest_path.parent.name, manifest_path.parent, Manifest.from_json(manifest)))
         return sorted(found, key=lambda v: v.manifest.created_at, reverse=True)
 
     def find(self, id_or_prefix: str, missing_ok: bool = False) -> Path | None:
-        if "/" in id_or_prefix or not id_or_prefix:
+        if "/" in id_or_prefix or not id_or_prefix or id_or_prefix.startswith("."):
             matches = []
         else:
-            matches = [p.parent for p in self.root.glob(f"{id_or_prefix}*/manifest.json")]
+            matches = self.version_folders(id_or_prefix)
         exact = [m for m in matches if m.name == id_or_prefix]
         if exact or len(matches) == 1:
             return (exact or matches)[0]
@@ -77,19 +123,47 @@ class Store:
 
     def load(self, id_or_prefix: str) -> Version:
         folder = self.find(id_or_prefix)
-        return Version(folder.name, folder, Manifest.from_json(json.loads((folder / "manifest.json").read_text())))
+        return Version(folder.name, folder, read_manifest(folder))
 
     def exists(self, version_id: str) -> bool:
         return (self.root / version_id / "manifest.json").exists()
+
+    def stale_partials(self) -> list[Path]:
+        """Half-written versions and cache shards whose writing process is gone."""
+        shards = [p for folder in (self.root / ".cache" / "generations").glob("*") for p in stale_partials(folder)]
+        return stale_partials(self.root) + shards
+
+    def remove_stale_partials(self, version_id: str | None = None) -> list[Path]:
+        removed = []
+        for path in self.stale_partials():
+            if version_id is None or path.name.startswith(f".partial-{version_id}-"):
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+                removed.append(path)
+        return removed
 
     def write_version(
         self, manifest: Manifest, tables: dict[str, pl.DataFrame], render_card, extra_files: dict[str, bytes] | None = None
     ) -> Version:
         """Write tables and any other files (plots), then the card (which may read the manifest so far), then the
-        manifest; publish by rename. Tables are written with plain `string`/`list` Arrow types."""
+        manifest; publish by rename. Under the version's lock; a failed write (a full disk) leaves nothing
+        behind and says so in one line, and the generations it was built from stay in the cache.
+        Tables are written with plain `string`/`list` Arrow types."""
+        import polars as pl
+
         version_id = manifest.id
+        with self.lock(version_id):
+            if self.exists(version_id):  # built meanwhile by a caller that did not hold the lock
+                return self.load(version_id)
+            self.remove_stale_partials(version_id)
+            partial = self.root / f".partial-{version_id}-{os.getpid()}"
+            try:
+                return self._write_partial(partial, version_id, tables, manifest, render_card, extra_files or {})
+            except (OSError, pl.exceptions.PolarsError) as error:
+                shutil.rmtree(partial, ignore_errors=True)
+                raise write_error(self.root / version_id, error) from None
+
+    def _write_partial(self, partial: Path, version_id: str, tables, manifest: Manifest, render_card, extra_files: dict) -> Version:
         final = self.root / version_id
-        partial = self.root / f".partial-{version_id}-{os.getpid()}"
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         files = {}
@@ -97,7 +171,7 @@ class Store:
             path = partial / f"{name}.parquet"
             write_table(table, path)
             files[path.name] = {"rows": table.height}
-        for name, content in (extra_files or {}).items():
+        for name, content in extra_files.items():
             (partial / name).write_bytes(content)
         manifest.created_at, manifest.code_version, manifest.recipe = now(), code_version(), self.recipe
         manifest.counts = {name: table.height for name, table in tables.items()} | manifest.counts
@@ -117,23 +191,51 @@ class Store:
         manifest, copied into a hidden folder, made read-only and published by rename like a version built here."""
         version_id = manifest["id"]
         final = self.root / version_id
-        partial = self.root / f".partial-{version_id}-{os.getpid()}"
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        for name in [*manifest["files"], "manifest.json"]:
-            shutil.copyfile(source / name, partial / name)
-            (partial / name).chmod(0o444)
-        partial.rename(final)
+        with self.lock(version_id):
+            if self.exists(version_id):
+                return self.load(version_id)
+            self.remove_stale_partials(version_id)
+            partial = self.root / f".partial-{version_id}-{os.getpid()}"
+            try:
+                shutil.rmtree(partial, ignore_errors=True)
+                partial.mkdir(parents=True)
+                for name in [*manifest["files"], "manifest.json"]:
+                    shutil.copyfile(source / name, partial / name)
+                    (partial / name).chmod(0o444)
+                partial.rename(final)
+            except OSError as error:
+                shutil.rmtree(partial, ignore_errors=True)
+                raise write_error(final, error) from None
         return Version(version_id, final, Manifest.from_json(manifest))
 
     def verify(self, version: Version) -> list[str]:
         """Names of files whose checksum no longer matches the manifest."""
+        files = version.manifest.files
+        if not isinstance(files, dict):
+            return ["manifest.json (no file list)"]
         bad = []
-        for name, meta in version.manifest.files.items():
+        for name, meta in files.items():
             path = version.folder / name
-            if not path.exists() or file_sha256(path) != meta["sha256"]:
+            if not path.is_file() or not isinstance(meta, dict) or file_sha256(path) != meta.get("sha256"):
                 bad.append(name)
         return bad
+
+
+def read_manifest(folder: Path) -> Manifest:
+    """A version folder's manifest, or one line saying why it cannot be read."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except OSError as error:
+        raise BuilderError(f"cannot read {folder / 'manifest.json'}: {error.strerror or error}") from None
+    except ValueError as error:
+        raise BuilderError(f"{folder / 'manifest.json'} is not valid JSON ({str(error).splitlines()[0]})") from None
+    if not isinstance(manifest, dict):
+        raise BuilderError(f"{folder / 'manifest.json'} is not a manifest (a JSON object)")
+    return Manifest.from_json(manifest)
+
+
+def write_error(target: Path, error: Exception) -> BuilderError:
+    return BuilderError(f"cannot write {target}: {io_problem(error)} (nothing already saved was lost)")
 
 
 def now() -> str:

@@ -1,9 +1,9 @@
 """The Generator seam: anything that turns a batch of Requests into n Completions each.
 
-The transformers backend lives here; the vLLM engine (vllm_generator.py) and a pool of OpenAI-compatible
-servers (openai_generator.py) implement the same two members, `identity` and `generate`. A backend may also
-offer `generate_streaming(requests, on_answer)`, answering in any order; the cache then saves answers as
-they complete rather than per batch.
+The transformers backend lives here; the vLLM engine (vllm_engine.py) and a pool of OpenAI-compatible
+servers (openai_pool.py) implement the same members: `identity`, `context` (its ContextWindow, see
+context.py) and `generate`. A backend may also offer `generate_streaming(requests, on_answer)`, answering in
+any order; the cache then saves answers as they complete rather than per batch.
 """
 
 import hashlib
@@ -12,6 +12,7 @@ from typing import Protocol
 from builder.core.errors import BuilderError
 from builder.core.progress import quiet_transformers
 from builder.core.records import Completion, Request
+from builder.engines.context import ContextWindow, local_window
 from builder.engines.models import ModelRef
 from builder.engines.options import DTYPES
 
@@ -20,6 +21,8 @@ class Generator(Protocol):
     # Everything about the backend that changes its answers (model fingerprint, backend, dtype, …).
     # It goes into every request's cache key and into the manifest.
     identity: dict
+    # The context length and the token count of a conversation, for dropping prompts too long before generating.
+    context: ContextWindow
 
     def generate(self, requests: list[Request]) -> list[list[Completion]]:
         """Answer each request with exactly request.sampling.n completions, in order."""
@@ -51,6 +54,7 @@ class TransformersGenerator:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model.eval()
+        self.context = local_window(self.tokenizer, self.model.config)
         self.stop_ids = self._stop_token_ids()
         self.batch_size = batch_size
         # batch_size is part of the identity: it decides which requests share a random stream.

@@ -118,7 +118,10 @@ def folder_fingerprint(folder: Path) -> str:
         stat = file.stat()
         memo_key = f"{file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
         if memo_key not in memo:
-            memo[memo_key], changed = file_sha256(file), True
+            try:
+                memo[memo_key], changed = file_sha256(file), True
+            except OSError as error:
+                raise BuilderError(f"cannot read model file {file}: {error.strerror or error}") from None
         parts.append(f"{file.relative_to(folder)}:{memo[memo_key]}")
     if not parts:
         raise BuilderError(f"model folder {folder} is empty")

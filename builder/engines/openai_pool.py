@@ -20,6 +20,7 @@ import httpx
 from builder.core.errors import BuilderError
 from builder.core.progress import console
 from builder.core.records import Completion, Request
+from builder.engines.context import ContextWindow, local_window, unknown_window
 from builder.engines.models import ModelRef
 
 OnAnswer = Callable[[Request, list[Completion]], None]
@@ -153,7 +154,7 @@ class OpenAIPoolGenerator:
         self.api_key_env = api_key_env
         self.max_choices_per_call = max_choices_per_call
         self.names = served_names(model, self.endpoints, self._headers(), self.timeout)
-        self.count_tokens = local_token_counter(model)
+        self.count_tokens, self.context = local_tokenizer(model)
         # Endpoint URLs and served names are left out on purpose: servers of the same weights share one cache.
         # A served name (a hosted model) is in the fingerprint itself.
         self.identity = {"backend": "openai", "model": model.fingerprint}
@@ -190,6 +191,7 @@ class OpenAIPoolGenerator:
                     finished.set()
 
             health = PoolHealth(self.endpoints)
+            received: dict[str, tuple[list[Completion], int]] = {}  # choices of requests not yet complete
 
             async def serve(endpoint: str) -> None:
                 loop = asyncio.get_running_loop()
@@ -197,7 +199,7 @@ class OpenAIPoolGenerator:
                     request, attempt = await queue.get()
                     started = loop.time()
                     try:
-                        completions = await self._answer(client, endpoint, request)
+                        completions = await self._answer(client, endpoint, request, received)
                     except RetryableError as error:
                         health.failed(endpoint, started, loop.time())
                         if reason := give_up_reason(health, attempt, self.max_retries):
@@ -223,17 +225,22 @@ class OpenAIPoolGenerator:
         if failure:
             raise failure[0]
 
-    async def _answer(self, client: httpx.AsyncClient, endpoint: str, request: Request) -> list[Completion]:
+    async def _answer(self, client: httpx.AsyncClient, endpoint: str, request: Request, received: dict) -> list[Completion]:
+        """The request's n choices, topping up a server that returns fewer. Choices already received for it
+        (`received`, by request key, with the number of calls made) are kept when a later call fails: a retry
+        asks only for the rest, with the seeds an uninterrupted run would have used."""
         wanted = request.sampling.n if request.sampling.temperature > 0 else 1
-        completions: list[Completion] = []
-        round_index = 0
-        while ask := top_up_plan(wanted, len(completions), round_index, max_rounds=wanted):
+        completions, round_index = received.get(request.key, ([], 0))
+        calls = 0
+        while ask := top_up_plan(wanted, len(completions), calls, max_rounds=wanted):
             ask = min(ask, self.max_choices_per_call or ask)
             body = request_body(self.names[endpoint], request, ask, topup_seed(request.seed, round_index))
             payload = await post_json(client, f"{endpoint}/chat/completions", body)
             choices, usage_tokens = parse_choices(payload)
-            completions += to_completions(choices[:ask], usage_tokens if len(choices) <= ask else None, self.count_tokens)
-            round_index += 1
+            completions = completions + to_completions(choices[:ask], usage_tokens if len(choices) <= ask else None, self.count_tokens)
+            round_index, calls = round_index + 1, calls + 1
+            received[request.key] = (completions, round_index)
+        received.pop(request.key, None)
         if request.sampling.temperature == 0:  # greedy: one answer, n copies keep the shape callers expect
             completions = completions * request.sampling.n
         return completions
@@ -299,16 +306,19 @@ def served_name(model: ModelRef, endpoint: str, listed: list[str]) -> str:
     )
 
 
-def local_token_counter(model: ModelRef) -> Callable[[str], int] | None:
+def local_tokenizer(model: ModelRef) -> tuple[Callable[[str], int] | None, ContextWindow]:
+    """A token counter and the context window, from local weights' tokenizer and config; for a served model
+    name neither is known (the servers may also run with a shorter --max-model-len than the config's)."""
     if model.path is None:
-        return None
-    from transformers import AutoTokenizer
+        return None, unknown_window(f"a served model ({model.spec}) whose context length the builder cannot know")
+    from transformers import AutoConfig, AutoTokenizer
 
     from builder.core.progress import quiet_transformers
 
     quiet_transformers()
     try:
         tokenizer = AutoTokenizer.from_pretrained(model.path)
+        config = AutoConfig.from_pretrained(model.path)
     except (OSError, ValueError):
-        return None
-    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        return None, unknown_window(f"no tokenizer or config could be read from {model.path}")
+    return (lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])), local_window(tokenizer, config)

@@ -24,6 +24,8 @@ def run_requests(
     """Answer every request, from the cache where possible, saving each new batch as soon as it is done."""
     unique = list({r.key: r for r in requests}.values())
     done = cache.load({r.key for r in unique})
+    if len(done) < len(unique):
+        cache.check_writable()  # before any paid work
     with progress_bar() as bar:
         task = bar.add_task(label, total=len(unique), completed=sum(r.key in done for r in unique))
         if hasattr(generator, "generate_streaming"):

@@ -5,6 +5,7 @@ import os
 
 from builder.core.errors import BuilderError
 from builder.core.records import Completion, Request
+from builder.engines.context import local_window
 from builder.engines.models import ModelRef
 
 SEED_RANGE = 2**31  # the same per-request seed the openai backend sends, so a vLLM server answers alike
@@ -69,6 +70,8 @@ class VllmGenerator:
         except (OSError, ValueError) as error:
             raise BuilderError(f"vLLM cannot load {model.path}: {str(error).splitlines()[0]}") from None
         # tensor_parallel_size and max_model_len change speed and what fits, not the answers.
+        engine_config = self.llm.model_config
+        self.context = local_window(self.llm.get_tokenizer(), engine_config.hf_config, engine_config.max_model_len)
         self.identity = {"backend": "vllm", "model": model.fingerprint, "dtype": dtype}
 
     def generate(self, requests: list[Request]) -> list[list[Completion]]:

@@ -1,6 +1,6 @@
 """The LLM-as-a-judge template (a plain text file) and the parser for its verdict.
 
-The score is read only from the judgment's final non-empty line. Text quoted from the response, such as a
+The score is read only from the judgment's final non-empty line, as an exact whole number 0–5 in ASCII digits. Text quoted from the response, such as a
 response that itself says "Score: 5", sits above that line and cannot move the score; a judgment cut off
 by the token limit has no final line of its own and is never parsed.
 """
@@ -16,7 +16,10 @@ from builder.core.records import Completion
 
 DEFAULT_TEMPLATE = "additive_5point"
 _PLACEHOLDER = re.compile(r"\{(prompt|response)\}")
-_SCORE_LINE = re.compile(r"^[*_\s]*score[*_\s]*:[*_\s]*(\d+(?:\.\d+)?)\s*(?:/\s*5|points?)?[*_.\s]*$", re.IGNORECASE)
+# ASCII only (no "５" or "٣" as digits); possessive quantifiers never backtrack, so a line is read in linear time.
+_SCORE_LINE = re.compile(
+    r"[*_\s]*+score[*_\s]*+:[*_\s]*+([0-9]++(?:\.[0-9]++)?+)\s*+(?:/\s*+5|points?)?+[*_.\s]*+", re.IGNORECASE | re.ASCII
+)
 MAX_SCORE = 5
 
 
@@ -66,10 +69,20 @@ def parse_judgment(completion: Completion) -> Verdict:
     rationale = "\n".join(lines[:-1]).strip()
     if completion.finish_reason == "length":
         return Verdict(completion.text.strip(), None, "truncated")
-    match = _SCORE_LINE.match(lines[-1])
+    match = _SCORE_LINE.fullmatch(lines[-1])
     if not match:
         return Verdict(completion.text.strip(), None, "no_final_score_line")
-    score = float(match.group(1))
-    if not score.is_integer() or not 0 <= score <= MAX_SCORE:
+    score = exact_score(match.group(1))
+    if score is None:
         return Verdict(rationale, None, "score_out_of_range")
-    return Verdict(rationale, score, None)
+    return Verdict(rationale, float(score), None)
+
+
+def exact_score(number: str) -> int | None:
+    """The whole number 0–5 that ASCII digits like "4", "04" or "4.0" spell exactly; None for anything else
+    ("4.5", "7", and "4.9999999999999999", which a float would round to 5). Read as text, never as a float."""
+    whole, _, fraction = number.partition(".")
+    whole = whole.lstrip("0") or "0"
+    if fraction.strip("0") or len(whole) > 1 or int(whole) > MAX_SCORE:
+        return None
+    return int(whole)

@@ -25,7 +25,10 @@ from builder.core.records import Completion
 DEFAULT_TEMPLATE = "pairwise"
 PLACEHOLDERS = ("{prompt}", "{response_1}", "{response_2}")
 _PLACEHOLDER = re.compile(r"\{(prompt|response_1|response_2)\}")
-_VERDICT_LINE = re.compile(r"^[*_\s]*(?:final\s+)?verdict[*_\s]*:[*_\s]*\[*\s*(?:response\s*)?(1|2|tie)\s*\]*[*_.\s]*$", re.IGNORECASE)
+# ASCII only; possessive quantifiers never backtrack, so a line is read in linear time.
+_VERDICT_LINE = re.compile(
+    r"[*_\s]*+(?:final\s++)?+verdict[*_\s]*+:[*_\s]*+\[*+\s*+(?:response\s*+)?+(1|2|tie)\s*+\]*+[*_.\s]*+", re.IGNORECASE | re.ASCII
+)
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ def parse_verdict(completion: Completion) -> PairwiseVerdict:
         return PairwiseVerdict(None, "empty")
     if completion.finish_reason == "length":
         return PairwiseVerdict(None, "truncated")
-    match = _VERDICT_LINE.match(lines[-1])
+    match = _VERDICT_LINE.fullmatch(lines[-1])
     if not match:
         return PairwiseVerdict(None, "no_final_verdict_line")
     return PairwiseVerdict(match.group(1).lower(), None)

@@ -51,7 +51,7 @@ def make_eft(config: MakeEftConfig, store: Store) -> tuple[Version, bool]:
     config.validate()
     config = replace(config, dtype=resolve_dtype(config.dtype))
     raw, source = load_seed(config.ranked, "ranked", store)
-    prompts, candidates, dropped_groups = ranked_tables(raw, source.spec, config.limit)
+    prompts, candidates, dropped_groups = ranked_tables(raw, source.spec, config.limit, source.fingerprint)
     heldout = held_out_ids(prompts["prompt_id"].to_list(), config.held_out, config.seed)
     template = load_template(config.judge_template)
     model_ref = resolve_model(config.model, store.root, config.backend == "openai")

@@ -24,6 +24,7 @@ from builder.judging.judge import load_template
 from builder.judging.score import judge_candidates
 from builder.stages.aggregate import build_labels
 from builder.stages.configs import MakePairsConfig
+from builder.stages.fit_context import context_record, drop_too_long
 from builder.stages.pairs_card import render_pairs_card
 
 
@@ -40,7 +41,7 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
     judge_sampling = Sampling(config.n_judgments, config.judge_temperature, config.judge_top_p, config.judge_max_new_tokens)
     engine = {"backend": config.backend, "dtype": config.dtype, "batch_size": config.batch_size}
     identity = {
-        "input": stable_hash(prompts["prompt_id"].to_list()),
+        "input": stable_hash(prompts.select("prompt_id", "source", "source_row", "source_id").rows()),
         "policy": policy_ref.fingerprint,
         "judge": judge_ref.fingerprint,
         "engine": engine,
@@ -55,20 +56,21 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
         policy = load_generator(policy_ref, config.backend, **options)
         same_engine = judge_ref == policy_ref and (judge_backend, judge_options) == (config.backend, config.engine_options)
         judge = policy if same_engine else load_generator(judge_ref, judge_backend, **options | {"engine_options": judge_options})
+        fitting, too_long = drop_too_long(prompts, policy, judge, template, config.max_new_tokens, config.judge_max_new_tokens)
 
         started = time.perf_counter()
-        candidates = generate_candidates(policy, prompts, candidate_sampling, config.seed, store, config.batch_size)
+        candidates = generate_candidates(policy, fitting, candidate_sampling, config.seed, store, config.batch_size)
         candidates_s = time.perf_counter() - started
-        judgments = judge_candidates(judge, template, prompts, candidates, judge_sampling, config.seed, store, config.batch_size)
+        judgments = judge_candidates(judge, template, fitting, candidates, judge_sampling, config.seed, store, config.batch_size)
         judgments_s = time.perf_counter() - started - candidates_s
 
-        scored, pairs, dropped = build_labels(prompts, candidates, judgments)
+        scored, pairs, dropped = build_labels(fitting, candidates, judgments)
         tables = {
-            "prompts": prompts,
+            "prompts": fitting,
             "candidates": scored.sort("candidate_id"),
             "judgments": judgments.sort("judgment_id"),
             "pairs": pairs,
-            "dropped": pl.concat([dropped_prompts, dropped]).sort("level", "prompt_id", "candidate_id", "judgment_id", nulls_last=True),
+            "dropped": pl.concat([dropped_prompts, too_long, dropped]).sort("level", "prompt_id", "candidate_id", "judgment_id", nulls_last=True),
         }
         manifest = Manifest(
             kind="pairs",
@@ -81,6 +83,7 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
             seed=config.seed,
             stats=pairs_stats(tables),
             health=pairs_health(tables),
+            extra={"context": context_record(policy, judge)},
             timing_s={"candidates": round(candidates_s, 2), "judgments": round(judgments_s, 2)},
         )
         return StageOutput(tables, manifest, render_pairs_card)

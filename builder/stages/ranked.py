@@ -8,7 +8,7 @@ from builder.core.errors import BuilderError
 from builder.core.prompts import normalise
 
 
-def ranked_tables(raw: pl.DataFrame, spec: str, limit: int | None = None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+def ranked_tables(raw: pl.DataFrame, spec: str, limit: int | None = None, origin: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(prompts, candidates with human ranks, dropped duplicate groups) from rows of ranked groups."""
     missing = {"responses", "ranks"} - set(raw.columns)
     if missing:
@@ -22,7 +22,7 @@ def ranked_tables(raw: pl.DataFrame, spec: str, limit: int | None = None) -> tup
             raise BuilderError(f"{spec} row {row}: responses must be texts and ranks whole numbers from 1 (the best)")
         if sorted(set(ranks)) != list(range(1, len(set(ranks)) + 1)):
             raise BuilderError(f"{spec} row {row}: the ranks {ranks} have gaps (use 1, 2, 3…; equal numbers for equal ranks)")
-    prompts, dropped = normalise(raw, spec, limit)
+    prompts, dropped = normalise(raw, spec, limit, origin)
     lists = raw.select("responses", "ranks").with_row_index("source_row").with_columns(pl.col("source_row").cast(pl.Int64))
     candidates = (
         prompts.select("prompt_id", "source_row")

@@ -84,7 +84,7 @@ def import_oasst(config: ImportOasstConfig, store: Store) -> tuple[Version, bool
 
     def run(vid: str) -> StageOutput:
         prompts_raw, ift, ranked = convert_oasst(messages, path, lang, limit, seed)
-        prompts, dropped = normalise(prompts_raw, path, None)
+        prompts, dropped = normalise(prompts_raw, path, None, fingerprint)
         tables = {"prompts": prompts, "ift": ift, "ranked": ranked, "dropped": dropped}
         manifest = Manifest(
             kind="seed",
