@@ -35,7 +35,7 @@ from builder.judging.health import warnings_for
 def create_app(store: Store) -> Starlette:
     environment = Environment(loader=PackageLoader("builder.app.view", "templates"), autoescape=select_autoescape(["html"]))
     environment.filters |= {"cell": cell_text, "number": number_text}
-    environment.globals |= {"url_with": url_with, "store_root": str(store.root)}
+    environment.globals |= {"url_with": url_with, "models_used": models_used, "store_root": str(store.root)}
     templates = Jinja2Templates(env=environment)
 
     def render(request: Request, name: str, status: int = 200, **context) -> Response:
@@ -65,12 +65,14 @@ def create_app(store: Store) -> Starlette:
         versions = store.versions()
         kind = version.manifest.get("kind")
         health = version.manifest.get("health") or {}
+        stats = version.manifest.get("stats") or {}
         charts = figures(connection, tables, kind)
         return render(
             request, "version.html", version=version, kind=kind, tables=sorted(tables), manifest=version.manifest,
             parents=parents_of(version), children=children_of(versions).get(version.id, []), known={v.id for v in versions},
-            warnings=warnings_for(health | {"matches": health.get("matches", [])}) if health else [],
-            health=health, charts=charts, browse=data.can_browse_prompts(tables), verdicts="verdicts" in tables,
+            warnings=warnings_for(health | {"matches": stats.get("matches") or []}),
+            figures_shown=any(isinstance(v, (dict, str, int, float)) or v is None for v in stats.values()),
+            health=health, charts=charts, trained=[m["name"] for m in registered_models(store) if m.get("data", {}).get("version") == version.id], browse=data.can_browse_prompts(tables), verdicts="verdicts" in tables,
             plots=[name for name in version.manifest.get("files", {}) if name.endswith(".png")],
             summary=data.dicts(connection, "SELECT * FROM summary") if kind == "h2h" and "summary" in tables else [],
         )
@@ -150,6 +152,14 @@ def parents_of(version: Version) -> list[str]:
     manifest = version.manifest
     found = [manifest["parent"]] if manifest.get("parent") else []
     return found + [p for p in manifest.get("parents") or [] if p not in found]
+
+
+def models_used(manifest: dict) -> list[tuple[str, str]]:
+    """(role, model spec) for every model a version names: policy, judge, the model of eft/prompts, h2h contestants."""
+    found = [(role, (manifest.get(role) or {}).get("model", {}).get("spec")) for role in ("policy", "judge")]
+    found.append(("model", (manifest.get("model") or {}).get("spec")))
+    found += [("contestant", c.get("label")) for c in manifest.get("contestants") or []]
+    return [(role, spec) for role, spec in found if spec]
 
 
 def children_of(versions: list[Version]) -> dict[str, list[str]]:

@@ -322,29 +322,39 @@ def spread_histogram(connection: duckdb.DuckDBPyConnection) -> list[tuple[str, i
 
 def length_bins(connection: duckdb.DuckDBPyConnection, bins: int = 12) -> tuple[list[str], dict[str, list[int]]]:
     """Chosen and rejected responses' lengths in tokens, on the same bins."""
-    top = scalar(connection, "SELECT max(greatest(chosen_tokens, rejected_tokens)) FROM pairs")
-    if top is None:
+    low, high = connection.execute(
+        "SELECT min(least(chosen_tokens, rejected_tokens)), max(greatest(chosen_tokens, rejected_tokens)) FROM pairs"
+    ).fetchone()
+    if low is None:
         return [], {}
-    width = max(1, math.ceil((top + 1) / bins))
+    width = _bin_width(low, high, bins)
     series = {}
     for side in ("chosen", "rejected"):
-        counts = dict(connection.execute(f"SELECT {side}_tokens // ?, count(*) FROM pairs GROUP BY 1", [width]).fetchall())
-        series[side] = [counts.get(i, 0) for i in range(bins)]
-    labels = [f"{i * width}–{(i + 1) * width - 1}" for i in range(bins)]
-    last = max(i for i in range(bins) if series["chosen"][i] or series["rejected"][i])
-    return labels[: last + 1], {side: counts[: last + 1] for side, counts in series.items()}
+        counts = dict(connection.execute(f"SELECT ({side}_tokens - ?) // ?, count(*) FROM pairs GROUP BY 1", [low, width]).fetchall())
+        series[side] = [counts.get(i, 0) for i in range((high - low) // width + 1)]
+    return [_bin_label(low, i, width) for i in range((high - low) // width + 1)], series
 
 
 def score_by_length(connection: duckdb.DuckDBPyConnection, bins: int = 10) -> list[tuple[str, float]]:
     """Mean candidate score per length bin (tokens): a rising line is length bias."""
-    top = scalar(connection, "SELECT max(n_tokens) FROM candidates WHERE score_mean IS NOT NULL")
-    if top is None:
+    low, high = connection.execute("SELECT min(n_tokens), max(n_tokens) FROM candidates WHERE score_mean IS NOT NULL").fetchone()
+    if low is None:
         return []
-    width = max(1, math.ceil((top + 1) / bins))
+    width = _bin_width(low, high, bins)
     rows = connection.execute(
-        "SELECT n_tokens // ? AS bin, avg(score_mean) FROM candidates WHERE score_mean IS NOT NULL GROUP BY bin ORDER BY bin", [width]
+        "SELECT (n_tokens - ?) // ? AS bin, avg(score_mean) FROM candidates WHERE score_mean IS NOT NULL GROUP BY bin ORDER BY bin",
+        [low, width],
     ).fetchall()
-    return [(f"{b * width}–{(b + 1) * width - 1}", round(mean, 2)) for b, mean in rows]
+    return [(_bin_label(low, b, width), round(mean, 2)) for b, mean in rows]
+
+
+def _bin_width(low: int, high: int, bins: int) -> int:
+    return max(1, math.ceil((high - low + 1) / bins))
+
+
+def _bin_label(low: int, index: int, width: int) -> str:
+    start = low + index * width
+    return str(start) if width == 1 else f"{start}–{start + width - 1}"
 
 
 def outcome_counts(connection: duckdb.DuckDBPyConnection) -> tuple[list[str], dict[str, list[int]]]:
