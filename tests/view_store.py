@@ -1,6 +1,6 @@
 """A store with every kind of version and two registered models, made with the tiny model through the real
-CLI, for the viewer's tests: the two pairs versions of `two_versions` (copied), then seed, eft, sft, prompts,
-rm and h2h versions, M1 (SFT) and M2 (DPO)."""
+CLI, for the viewer's tests: the two pairs versions of `two_versions` (copied), a pairs version with drops,
+then seed, eft, sft, prompts, rm and h2h versions, M1 (SFT) and M2 (DPO)."""
 
 import json
 import shutil
@@ -56,6 +56,10 @@ def build_every_kind(tiny_model: Path, pairs_store: Path, child_pairs: str, fold
     ids["h2h"] = last_line(run_builder("eval", "head-to-head", "--a", tiny_model, "--b", tiny_model, "--a-temperature", "1.0",
                                        "--judge", tiny_model, "--prompts", prompts, *FAST, *common, check=True))
     run_builder("train", "sft", "--base", tiny_model, "--data", ids["sft"], "--name", "M1", *ONE_STEP, *common, check=True)
+    # a pairs version with drops: a duplicate and an empty prompt, and judgments cut off by a tight token limit
+    drops = write_jsonl(inputs / "drops.jsonl", [{"prompt": p} for p in ["Say hello.", "Say hello.", "", "Name a fruit.", "Name thing number 3."]])
+    ids["pairs_drops"] = last_line(run_builder("make-pairs", "--model", tiny_model, "--prompts", drops, "-n", "3", "-k", "2", "--max-new-tokens", "12",
+                                               "--judge-max-new-tokens", "9", *common, check=True))
     ids["pairs"] = child_pairs
     if json.loads((store / child_pairs / "manifest.json").read_text())["counts"]["pairs"]:
         run_builder("train", "dpo", "--base", "M1", "--data", child_pairs, "--name", "M2", *ONE_STEP, *common, check=True)

@@ -14,6 +14,7 @@ DuckDB); none writes anything. Pages:
 """
 
 import json
+import math
 from urllib.parse import urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -223,5 +224,5 @@ def number_text(value) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
-        return f"{value:.4f}".rstrip("0").rstrip(".") if value == value else "NaN"
+        return "NaN" if math.isnan(value) else f"{value:.4f}".rstrip("0").rstrip(".")
     return str(value)
