@@ -57,7 +57,9 @@ def every_url(store) -> list[str]:
         urls += [f"{base}/t/{t}" for t in tables] + [f"{base}/t/{t}?sort={'prompt_id'}&desc=1&page=2" for t in tables]
         urls += [f"{base}/file/{n}" for n in version.manifest["files"] if n.endswith(".png")]
         if {"prompts", "candidates", "judgments"} <= set(tables):
-            urls += [f"{base}/prompts", f"{base}/prompts?score_min=1&spread_min=0&tokens_max=100&status=paired&q=a&page=1"]
+            urls += [f"{base}/prompts", f"{base}/prompts?spread_min=0&status=dropped_reason&q=a&page=2"]
+        if version.manifest["kind"] == "pairs":
+            urls += [f"{base}/prompts?score_min=1&score_max=5&spread_min=0&tokens_min=0&tokens_max=100&status=paired&q=a&page=1"]
         if "verdicts" in tables:
             urls += [f"{base}/verdicts", f"{base}/verdicts?outcome=unparsed&flipped=1"]
     return urls
@@ -149,6 +151,8 @@ def test_prompt_filters_select_what_the_tables_say(every_kind, client):
         assert matching_count(client, drops, status=reason) == len(set(dropped.filter(pl.col("reason") == reason)["prompt_id"]) & kept)
     bad = client.get(f"/v/{version}/prompts", params={"score_min": "high"})
     assert bad.status_code == 400 and "score_min must be a number" in bad.text
+    unknown = client.get(f"/v/{ids['eft']}/prompts", params={"tokens_max": "5"})  # EFT candidates have no token counts
+    assert unknown.status_code == 400 and "no n_tokens column" in unknown.text
 
 
 def test_prompts_are_paginated_and_pages_cover_every_prompt_once(every_kind, client, monkeypatch):

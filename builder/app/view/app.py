@@ -86,11 +86,11 @@ def create_app(store: Store) -> Starlette:
             raise HTTPException(404, f"{version.id} has no prompts, candidates and judgments tables")
         try:
             chosen = data.PromptFilter.from_query(request.query_params)
+            page = data.prompt_page(connection, chosen, page_number(request))
         except ValueError as error:
             return render(request, "error.html", status=400, message=str(error))
-        page = data.prompt_page(connection, chosen, page_number(request))
         return render(request, "prompts.html", version=version, page=page, filter=chosen,
-                      statuses=data.status_options(connection, tables), has_pairs="pairs" in tables)
+                      statuses=data.status_options(connection, tables), columns=set(data.columns_of(connection, "candidates")))
 
     def verdicts_page(request: Request) -> Response:
         version = find_version(store, request.path_params["vid"])

@@ -105,30 +105,31 @@ class PromptFilter:
             text=query.get("q", "").strip(),
         )
 
-    def candidate_conditions(self) -> tuple[list[str], list]:
-        conditions, params = [], []
-        for sql, value in (
-            ("c.score_mean >= ?", self.score_min),
-            ("c.score_mean <= ?", self.score_max),
-            ("s.spread >= ?", self.spread_min),
-            ("c.n_tokens >= ?", self.tokens_min),
-            ("c.n_tokens <= ?", self.tokens_max),
-        ):
-            if value is not None:
-                conditions.append(sql)
-                params.append(value)
-        return conditions, params
+    def candidate_conditions(self) -> list[tuple[str | None, str, float]]:
+        """(the candidates column it needs, SQL, value) for each bound that is set; the spread comes from judgments."""
+        bounds = [
+            ("score_mean", "c.score_mean >= ?", self.score_min),
+            ("score_mean", "c.score_mean <= ?", self.score_max),
+            (None, "s.spread >= ?", self.spread_min),
+            ("n_tokens", "c.n_tokens >= ?", self.tokens_min),
+            ("n_tokens", "c.n_tokens <= ?", self.tokens_max),
+        ]
+        return [bound for bound in bounds if bound[2] is not None]
 
-    def where(self, tables: set[str]) -> tuple[str, list]:
+    def where(self, tables: set[str], candidate_columns: set[str]) -> tuple[str, list]:
+        """SQL conditions on `prompts`; a bound on a column the version's candidates lack raises ValueError."""
         conditions, params = [], []
-        candidate_conditions, candidate_params = self.candidate_conditions()
-        if candidate_conditions:
+        bounds = self.candidate_conditions()
+        for column, _, _ in bounds:
+            if column and column not in candidate_columns:
+                raise ValueError(f"this version's candidates have no {column} column to filter on")
+        if bounds:
             conditions.append(
                 "prompt_id IN (SELECT c.prompt_id FROM candidates c LEFT JOIN "
                 "(SELECT candidate_id, max(score) - min(score) AS spread FROM judgments GROUP BY candidate_id) s "
-                "USING (candidate_id) WHERE " + " AND ".join(candidate_conditions) + ")"
+                "USING (candidate_id) WHERE " + " AND ".join(sql for _, sql, _ in bounds) + ")"
             )
-            params += candidate_params
+            params += [value for _, _, value in bounds]
         if self.status == "paired" and "pairs" in tables:
             conditions.append("prompt_id IN (SELECT prompt_id FROM pairs)")
         elif self.status == "unpaired" and "pairs" in tables:
@@ -195,8 +196,9 @@ class PromptView:
 
 
 def prompt_page(connection: duckdb.DuckDBPyConnection, chosen: PromptFilter, number: int) -> Page:
+    """Raises ValueError for a filter this version cannot answer."""
     tables = table_names(connection)
-    where, params = chosen.where(tables)
+    where, params = chosen.where(tables, set(columns_of(connection, "candidates")))
     total = scalar(connection, f"SELECT count(*) FROM prompts {where}", params)
     heads = dicts(
         connection,
