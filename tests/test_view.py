@@ -53,12 +53,12 @@ def every_url(store) -> list[str]:
     for version in Store(store).versions():
         base = f"/v/{version.id}"
         urls += [base, f"{base}/manifest"]
-        tables = [n.removesuffix(".parquet") for n in version.manifest["files"] if n.endswith(".parquet")]
+        tables = [n.removesuffix(".parquet") for n in version.manifest.files if n.endswith(".parquet")]
         urls += [f"{base}/t/{t}" for t in tables] + [f"{base}/t/{t}?sort={'prompt_id'}&desc=1&page=2" for t in tables]
-        urls += [f"{base}/file/{n}" for n in version.manifest["files"] if n.endswith(".png")]
+        urls += [f"{base}/file/{n}" for n in version.manifest.files if n.endswith(".png")]
         if {"prompts", "candidates", "judgments"} <= set(tables):
             urls += [f"{base}/prompts", f"{base}/prompts?spread_min=0&status=dropped_reason&q=a&page=2"]
-        if version.manifest["kind"] == "pairs":
+        if version.manifest.kind == "pairs":
             urls += [f"{base}/prompts?score_min=1&score_max=5&spread_min=0&tokens_min=0&tokens_max=100&status=paired&q=a&page=1"]
         if "verdicts" in tables:
             urls += [f"{base}/verdicts", f"{base}/verdicts?outcome=unparsed&flipped=1"]
@@ -67,7 +67,7 @@ def every_url(store) -> list[str]:
 
 def test_every_page_of_every_kind_loads_and_the_store_is_unchanged(every_kind, client):
     store, ids = every_kind
-    kinds = {v.manifest["kind"] for v in Store(store).versions()}
+    kinds = {v.manifest.kind for v in Store(store).versions()}
     assert kinds == {"pairs", "seed", "eft", "sft", "prompts", "rm", "h2h"}
     before = fingerprint(store)
     for url in every_url(store):
@@ -83,7 +83,7 @@ def test_every_page_of_every_kind_loads_and_the_store_is_unchanged(every_kind, c
 def test_versions_list_links_lineage_and_counts(every_kind, client):
     store, ids = every_kind
     page = client.get("/").text
-    parent = Store(store).load(ids["pairs"]).manifest["parent"]
+    parent = Store(store).load(ids["pairs"]).manifest.parent
     row = re.search(rf'<tr>\s*<td><a class="id" href="/v/{ids["pairs"]}">.*?</tr>', page, re.DOTALL).group(0)
     assert f'href="/v/{parent}"' in row and "candidates <b>24</b>" in row
     assert f'href="/v/{ids["pairs"]}"' in re.search(rf'<tr>\s*<td><a class="id" href="/v/{parent}">.*?</tr>', page, re.DOTALL).group(0)
@@ -202,7 +202,7 @@ def test_the_connection_reads_only_the_versions_files_and_writes_nothing(every_k
     store, ids = every_kind
     version = Store(store).load(ids["pairs"])
     connection = data.open_tables(version)
-    assert connection.execute("SELECT count(*) FROM pairs").fetchone()[0] == version.manifest["counts"]["pairs"]
+    assert connection.execute("SELECT count(*) FROM pairs").fetchone()[0] == version.manifest.counts["pairs"]
     other = Store(store).load(ids["h2h"]).folder / "verdicts.parquet"
     for statement in (
         f"COPY (SELECT 1) TO '{version.folder / 'x.parquet'}'",
@@ -293,7 +293,7 @@ def test_pages_load_in_a_real_browser_and_a_filter_works(every_kind, server, bro
         page.screenshot(path=shots / f"{name}.png", full_page=True)
     # the lineage link from the child pairs version to its parent works
     page.goto(server + "/")
-    parent = Store(store).load(ids["pairs"]).manifest["parent"]
+    parent = Store(store).load(ids["pairs"]).manifest.parent
     page.locator(f'a[href="/v/{parent}"]').first.click()
     page.wait_for_url(f"**/v/{parent}")
     # a filter through the form, as a user sets it

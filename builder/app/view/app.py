@@ -28,6 +28,7 @@ from starlette.templating import Jinja2Templates
 from builder.app.view import data
 from builder.app.view.charts import bar_chart
 from builder.core.errors import BuilderError
+from builder.core.manifest import Manifest
 from builder.core.registry import ancestry, final_metrics, registered_models
 from builder.core.store import Store, Version
 from builder.judging.health import warnings_for
@@ -44,11 +45,11 @@ def create_app(store: Store) -> Starlette:
 
     def versions_page(request: Request) -> Response:
         versions = store.versions()
-        kinds = sorted({v.manifest.get("kind") or "?" for v in versions})
+        kinds = sorted({v.manifest.kind for v in versions})
         kind = request.query_params.get("kind", "")
         known = {v.id for v in versions}
         children = children_of(versions)
-        shown = [v for v in versions if not kind or v.manifest.get("kind") == kind]
+        shown = [v for v in versions if not kind or v.manifest.kind == kind]
         return render(request, "versions.html", versions=shown, kinds=kinds, kind=kind, known=known, children=children,
                       parents_of=parents_of, models=len(registered_models(store)))
 
@@ -64,9 +65,9 @@ def create_app(store: Store) -> Starlette:
         connection = data.open_tables(version)
         tables = data.table_names(connection)
         versions = store.versions()
-        kind = version.manifest.get("kind")
-        health = version.manifest.get("health") or {}
-        stats = version.manifest.get("stats") or {}
+        kind = version.manifest.kind
+        health = version.manifest.health or {}
+        stats = version.manifest.stats or {}
         charts = figures(connection, tables, kind)
         return render(
             request, "version.html", version=version, kind=kind, tables=sorted(tables), manifest=version.manifest,
@@ -74,7 +75,7 @@ def create_app(store: Store) -> Starlette:
             warnings=warnings_for(health | {"matches": stats.get("matches") or []}),
             figures_shown=any(isinstance(v, (dict, str, int, float)) or v is None for v in stats.values()),
             health=health, charts=charts, trained=[m["name"] for m in registered_models(store) if m.get("data", {}).get("version") == version.id], browse=data.can_browse_prompts(tables), verdicts="verdicts" in tables,
-            plots=[name for name in version.manifest.get("files", {}) if name.endswith(".png")],
+            plots=[name for name in version.manifest.files if name.endswith(".png")],
             summary=data.dicts(connection, "SELECT * FROM summary") if kind == "h2h" and "summary" in tables else [],
         )
 
@@ -115,12 +116,12 @@ def create_app(store: Store) -> Starlette:
 
     def manifest_page(request: Request) -> Response:
         version = find_version(store, request.path_params["vid"])
-        return render(request, "manifest.html", version=version, text=json.dumps(version.manifest, indent=2, ensure_ascii=False))
+        return render(request, "manifest.html", version=version, text=(version.folder / "manifest.json").read_text(encoding="utf-8"))
 
     def plot_file(request: Request) -> Response:
         version = find_version(store, request.path_params["vid"])
         name = request.path_params["name"]
-        if not name.endswith(".png") or name not in version.manifest.get("files", {}) or "/" in name:
+        if not name.endswith(".png") or name not in version.manifest.files or "/" in name:
             raise HTTPException(404, f"{version.id} has no plot {name!r}")
         return Response((version.folder / name).read_bytes(), media_type="image/png")
 
@@ -145,21 +146,17 @@ def find_version(store: Store, version_id: str) -> Version:
         folder = store.find(version_id)
     except BuilderError as error:
         raise HTTPException(404, str(error)) from None
-    return Version(folder.name, folder, json.loads((folder / "manifest.json").read_text()))
+    return Version(folder.name, folder, Manifest.from_json(json.loads((folder / "manifest.json").read_text())))
 
 
 def parents_of(version: Version) -> list[str]:
-    """A version's inputs that are versions: `parent` (pairs, prompts) or `parents` (mix-sft)."""
-    manifest = version.manifest
-    found = [manifest["parent"]] if manifest.get("parent") else []
-    return found + [p for p in manifest.get("parents") or [] if p not in found]
+    return version.manifest.all_parents()
 
 
-def models_used(manifest: dict) -> list[tuple[str, str]]:
-    """(role, model spec) for every model a version names: policy, judge, the model of eft/prompts, h2h contestants."""
-    found = [(role, (manifest.get(role) or {}).get("model", {}).get("spec")) for role in ("policy", "judge")]
-    found.append(("model", (manifest.get("model") or {}).get("spec")))
-    found += [("contestant", c.get("label")) for c in manifest.get("contestants") or []]
+def models_used(manifest: Manifest) -> list[tuple[str, str]]:
+    """(role, model spec) for every model a version names, and a head-to-head's contestants."""
+    found = [(role, manifest.model_spec(role)) for role in manifest.models]
+    found += [("contestant", c.get("label")) for c in manifest.extra.get("contestants") or []]
     return [(role, spec) for role, spec in found if spec]
 
 

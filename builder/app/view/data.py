@@ -36,7 +36,7 @@ def open_tables(version: Version) -> duckdb.DuckDBPyConnection:
     """An in-memory connection with one view per parquet table of the version, able to read those files only."""
     tables = {
         name.removesuffix(".parquet"): str((version.folder / name).resolve())
-        for name in version.manifest.get("files", {})
+        for name in version.manifest.files
         if name.endswith(".parquet") and name.removesuffix(".parquet").isidentifier() and (version.folder / name).is_file()
     }
     connection = duckdb.connect(":memory:")
