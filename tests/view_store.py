@@ -46,7 +46,7 @@ def build_every_kind(tiny_model: Path, pairs_store: Path, child_pairs: str, fold
     ids["seed"] = last_line(run_builder("import-oasst", write_jsonl(inputs / "oasst.jsonl", oasst_rows()), *common, check=True))
     ids["eft"] = last_line(run_builder("make-eft", "--model", tiny_model, "--limit", "4", "-k", "1", "--judge-max-new-tokens", "24", *common, check=True))
     ids["sft"] = last_line(run_builder("mix-sft", *common, check=True))  # the shipped seed set: the tiny EFT may keep no group
-    ids["prompts"] = last_line(run_builder("make-prompts", "--model", tiny_model, "--n", "4", "--max-new-tokens", "16", *common, check=True))
+    ids["prompts"] = last_line(run_builder("make-prompts", "--model", tiny_model, "--n-prompts", "4", "--max-new-tokens", "16", *common, check=True))
     ranked = write_jsonl(inputs / "ranked.jsonl", [
         {"prompt": "Name a fruit.", "responses": ["It is an apple.", "A stone.", "Hello."], "ranks": [1, 2, 3]},
         {"prompt": "Say hello.", "responses": ["Hello.", "It is a lamp."], "ranks": [1, 2]},
