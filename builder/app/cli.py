@@ -323,6 +323,24 @@ def pull_command(ref, store):
     click.echo(version.id)
 
 
+@cli.command("view")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="Port to listen on; 0 picks a free one")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; the default is reachable from this machine only")
+@store_option
+def view_command(port, host, store):
+    """Browse the store in a web browser, read-only: versions, prompts with their judged candidates, verdicts, figures."""
+    try:
+        from builder.app.view.server import serve
+    except ImportError as error:
+        raise BuilderError(f"builder view needs the view extra ({error.name} is missing): pip install -e '.[view]'") from None
+
+    def announce(url):
+        click.echo(f"builder view: {url} (read-only; Ctrl-C stops it)")
+
+    serve(open_store(store), host, port, announce)
+    click.echo("builder view: stopped")
+
+
 cli.add_command(eval_group)
 cli.add_command(health_command)
 

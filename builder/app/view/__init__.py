@@ -1,0 +1,1 @@
+"""`builder view`: a local, read-only web viewer of the store (Starlette + Jinja2, DuckDB underneath)."""
