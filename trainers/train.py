@@ -29,6 +29,7 @@ METHOD_DEFAULTS = {
     "sft": {"learning_rate": 5.5e-6, "lr_end": 1.1e-6, "micro_batch_size": 4},
     "dpo": {"learning_rate": 1e-6, "lr_end": 1e-7, "micro_batch_size": 2},
 }
+LOSSES = ("dpo", "dpo+nll")
 DROPOUT_FIELDS = ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop")
 
 
@@ -51,6 +52,8 @@ class TrainConfig:
     precompute_ref_log_probs: bool = True
     save_steps: int = 200
     seed: int = 0
+    loss: str = "dpo"  # DPO only: "dpo", or "dpo+nll" (iterative RPO: plus the chosen answers' NLL)
+    nll_weight: float | None = None  # dpo+nll: the NLL term's weight [1.0]
 
     def validate(self) -> None:
         if self.batch_size < 1 or self.micro_batch_size < 1 or self.batch_size % self.micro_batch_size:
@@ -61,6 +64,29 @@ class TrainConfig:
             raise BuilderError("--lr must be positive and --lr-end between 0 and --lr")
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise BuilderError(f"model name {self.name!r} must be a plain name such as M1")
+        if self.loss not in LOSSES:
+            raise BuilderError(f"unknown --loss {self.loss!r} (available: {', '.join(LOSSES)})")
+        if self.loss != "dpo" and self.method != "dpo":
+            raise BuilderError("--loss is an option of train dpo")
+        if self.nll_weight is not None and (self.loss != "dpo+nll" or self.nll_weight <= 0):
+            raise BuilderError("--nll-weight must be positive and goes with --loss dpo+nll")
+
+
+def identity_settings(config: TrainConfig) -> dict:
+    """The settings that decide a model, for its identity. Options added later are left out while they are
+    off, so a model trained before they existed keeps its identity (and is still found as `already trained`)."""
+    settings = asdict(config)
+    if config.loss == "dpo":
+        del settings["loss"], settings["nll_weight"]
+    return settings
+
+
+def dpo_loss_arguments(config: TrainConfig) -> dict:
+    """TRL's own losses: "dpo" is its sigmoid loss; "dpo+nll" adds its "sft" loss (the mean NLL of the chosen
+    answers' tokens) with weight --nll-weight, as iterative RPO (Pang et al., 2024) does."""
+    if config.loss == "dpo+nll":
+        return {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, config.nll_weight or 1.0]}
+    return {"loss_type": ["sigmoid"]}
 
 
 def data_table(store: Store, spec: str, method: str):
@@ -122,7 +148,7 @@ def train(config: TrainConfig, store: Store) -> tuple[Path, bool]:
     final = model_folder(store, config.name)
     base = resolve_model(config.base, store.root)
     dataset, version = data_table(store, config.data, config.method)
-    identity = {**asdict(config), "base": base.fingerprint, "data": version.manifest["files"]}
+    identity = {**identity_settings(config), "base": base.fingerprint, "data": version.manifest["files"]}
     if (final / "lineage.json").exists():
         lineage = json.loads((final / "lineage.json").read_text())
         if lineage["identity_sha256"] != stable_hash(identity):
@@ -140,6 +166,7 @@ def train(config: TrainConfig, store: Store) -> tuple[Path, bool]:
     if config.method == "sft":
         trainer = SFTTrainer(model=model, args=SFTConfig(**args), train_dataset=dataset, processing_class=tokenizer)
     else:
+        args |= dpo_loss_arguments(config)
         dpo_args = DPOConfig(**args, beta=config.beta, disable_dropout=config.dropout == 0,
                              precompute_ref_log_probs=config.precompute_ref_log_probs)
         trainer = DPOTrainer(model=model, args=dpo_args, train_dataset=dataset, processing_class=tokenizer)

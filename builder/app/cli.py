@@ -215,6 +215,9 @@ def train_sft_command(store, **options):
 @click.option("--beta", type=float, default=0.1, show_default=True)
 @click.option("--precompute-ref-log-probs/--no-precompute-ref-log-probs", default=True, show_default=True,
               help="Score the data with the frozen reference once before training instead of at every step")
+@click.option("--loss", type=click.Choice(["dpo", "dpo+nll"]), default="dpo", show_default=True,
+              help="dpo+nll adds the chosen answers' NLL to the DPO loss (iterative RPO)")
+@click.option("--nll-weight", type=float, default=None, help="Weight of the NLL term with --loss dpo+nll [default: 1.0]")
 def train_dpo_command(store, **options):
     """DPO on a make-pairs version; the reference model is the base."""
     _run_training(store, "dpo", **options)
