@@ -40,3 +40,52 @@ def test_dpo_plus_nll_uses_trls_losses_and_is_recorded(tiny_model, pairs_store):
 
     wrong = run_builder("train", "dpo", "--base", tiny_model, "--data", pairs, "--name", "x", "--nll-weight", "0.5", "--store", store)
     assert wrong.returncode == 2 and "--nll-weight" in wrong.stderr and len(wrong.stderr.strip().splitlines()) == 1
+
+
+def test_lora_dpo_and_sft_register_merged_models_with_their_adapter(tiny_model, pairs_store):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from builder.engines.models import folder_fingerprint, resolve_model
+
+    store, pairs = pairs_store
+    lora = ["--lora", "--lora-r", "4", "--lora-alpha", "8", "--lora-target-modules", "q_proj,v_proj", "--lr", "1e-3"]
+    run_builder("train", "dpo", "--base", tiny_model, "--data", pairs, "--name", "L2", *lora, *TWO_STEPS, "--store", store, check=True)
+    folder = store / "models" / "L2"
+    recorded = lineage(store, "L2")
+    assert recorded["adapter"]["kind"] == "lora" and recorded["adapter"]["r"] == 4 and recorded["config"]["lora"] is True
+    assert 0 < recorded["adapter"]["parameters"]["trainable"] < recorded["adapter"]["parameters"]["total"]
+    assert (folder / "adapter" / "adapter_config.json").exists() and (folder / "model.safetensors").exists()
+
+    # the merged copy is the base with the adapter applied
+    ids = torch.tensor([[5, 17, 42, 99, 7]])
+    with torch.no_grad():
+        merged = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)(ids).logits
+        adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32), folder / "adapter")(ids).logits
+        base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)(ids).logits
+    assert torch.allclose(merged, adapted, atol=1e-4) and not torch.allclose(merged, base, atol=1e-4)
+
+    # the fingerprint covers the adapter as well as the merged weights
+    before = resolve_model("L2", store).fingerprint
+    config = folder / "adapter" / "adapter_config.json"
+    config.write_text(config.read_text() + "\n")
+    assert folder_fingerprint(folder) != before
+
+    # a LoRA model generates like any registered model; SFT takes --lora too
+    prompts = store.parent / "two-prompts.jsonl"
+    prompts.write_text('{"prompt": "Say hello."}\n{"prompt": "Name a fruit."}\n')
+    run_builder("make-pairs", "--model", "L2", "--prompts", prompts, "--max-new-tokens", "8", "--judge-max-new-tokens", "16",
+                "--store", store, check=True)
+    sft = run_builder("mix-sft", "--store", store, check=True).stdout.strip().splitlines()[-1]
+    run_builder("train", "sft", "--base", tiny_model, "--data", sft, "--name", "L1", "--lora", *TWO_STEPS, "--store", store, check=True)
+    assert lineage(store, "L1")["adapter"]["target_modules"] == "all-linear"
+    assert "L1" in run_builder("models", "--store", store, check=True).stdout
+
+
+def test_four_bit_is_refused_without_cuda(tiny_model, pairs_store):
+    store, pairs = pairs_store
+    refused = run_builder("train", "dpo", "--base", tiny_model, "--data", pairs, "--name", "Q", "--lora", "--load-in-4bit", "--store", store)
+    assert refused.returncode == 2 and "CUDA" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    alone = run_builder("train", "dpo", "--base", tiny_model, "--data", pairs, "--name", "Q", "--load-in-4bit", "--store", store)
+    assert alone.returncode == 2 and "goes with --lora" in alone.stderr

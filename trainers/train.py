@@ -21,6 +21,7 @@ from builder.core.records import stable_hash
 from builder.core.registry import model_folder
 from builder.core.store import Store, code_version, now
 from builder.engines.models import resolve_model
+from trainers.lora import ADAPTER_FOLDER, four_bit_config, lora_config, merge_adapter, trainable_parameters
 from trainers.model_card import write_model_card
 from trainers.progress import RichProgress
 
@@ -30,6 +31,7 @@ METHOD_DEFAULTS = {
     "dpo": {"learning_rate": 1e-6, "lr_end": 1e-7, "micro_batch_size": 2},
 }
 LOSSES = ("dpo", "dpo+nll")
+LORA_FIELDS = ("lora", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "load_in_4bit")
 DROPOUT_FIELDS = ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop")
 
 
@@ -54,6 +56,12 @@ class TrainConfig:
     seed: int = 0
     loss: str = "dpo"  # DPO only: "dpo", or "dpo+nll" (iterative RPO: plus the chosen answers' NLL)
     nll_weight: float | None = None  # dpo+nll: the NLL term's weight [1.0]
+    lora: bool = False  # train a LoRA adapter (peft) instead of every weight
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: str = "all-linear"  # or comma-separated module names (q_proj,v_proj)
+    load_in_4bit: bool = False  # QLoRA: the frozen base in bitsandbytes NF4 (CUDA only)
 
     def validate(self) -> None:
         if self.batch_size < 1 or self.micro_batch_size < 1 or self.batch_size % self.micro_batch_size:
@@ -70,6 +78,10 @@ class TrainConfig:
             raise BuilderError("--loss is an option of train dpo")
         if self.nll_weight is not None and (self.loss != "dpo+nll" or self.nll_weight <= 0):
             raise BuilderError("--nll-weight must be positive and goes with --loss dpo+nll")
+        if self.load_in_4bit and not self.lora:
+            raise BuilderError("--load-in-4bit goes with --lora (a 4-bit base can only be trained through an adapter)")
+        if self.lora and (self.lora_r < 1 or self.lora_alpha < 1 or not 0 <= self.lora_dropout < 1 or not self.lora_target_modules.strip(",  ")):
+            raise BuilderError("--lora-r and --lora-alpha must be at least 1, --lora-dropout in [0, 1), --lora-target-modules not empty")
 
 
 def identity_settings(config: TrainConfig) -> dict:
@@ -78,6 +90,9 @@ def identity_settings(config: TrainConfig) -> dict:
     settings = asdict(config)
     if config.loss == "dpo":
         del settings["loss"], settings["nll_weight"]
+    if not config.lora:
+        for name in LORA_FIELDS:
+            del settings[name]
     return settings
 
 
@@ -161,15 +176,19 @@ def train(config: TrainConfig, store: Store) -> tuple[Path, bool]:
     work = final.with_name(f".partial-{config.name}-{stable_hash(identity)[:12]}")
     args = trainer_arguments(config, work / "trainer", use_cpu)
     dropout = {f: config.dropout for f in DROPOUT_FIELDS if hasattr(_config(base.path), f)}
-    model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32 if use_cpu else torch.bfloat16, **dropout)
+    dtype = torch.float32 if use_cpu else torch.bfloat16
+    # Each process quantizes its own copy onto its own GPU.
+    quantized = {"quantization_config": four_bit_config(use_cpu), "device_map": {"": int(os.environ.get("LOCAL_RANK", 0))}} if config.load_in_4bit else {}
+    model = AutoModelForCausalLM.from_pretrained(base.path, dtype=dtype, **quantized, **dropout)
     tokenizer = AutoTokenizer.from_pretrained(base.path)
+    adapter = lora_config(config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules) if config.lora else None
     if config.method == "sft":
-        trainer = SFTTrainer(model=model, args=SFTConfig(**args), train_dataset=dataset, processing_class=tokenizer)
+        trainer = SFTTrainer(model=model, args=SFTConfig(**args), train_dataset=dataset, processing_class=tokenizer, peft_config=adapter)
     else:
         args |= dpo_loss_arguments(config)
         dpo_args = DPOConfig(**args, beta=config.beta, disable_dropout=config.dropout == 0,
                              precompute_ref_log_probs=config.precompute_ref_log_probs)
-        trainer = DPOTrainer(model=model, args=dpo_args, train_dataset=dataset, processing_class=tokenizer)
+        trainer = DPOTrainer(model=model, args=dpo_args, train_dataset=dataset, processing_class=tokenizer, peft_config=adapter)
     trainer.remove_callback(PrinterCallback)  # with tqdm off it would print every log line; the full history is kept below
     trainer.add_callback(RichProgress(f"{config.method} {config.name}"))
     checkpoints = sorted((work / "trainer").glob("checkpoint-*"))
@@ -177,9 +196,11 @@ def train(config: TrainConfig, store: Store) -> tuple[Path, bool]:
                   + (f", resuming from {checkpoints[-1].name}" if checkpoints else ""))
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=bool(checkpoints) or None)
-    trainer.save_model(str(work))  # every process takes part (sharded weights are gathered)
+    trainer.save_model(str(work / ADAPTER_FOLDER if config.lora else work))  # every process takes part (sharded weights are gathered)
     if not trainer.is_world_process_zero():  # under `accelerate launch`, rank 0 alone registers the model
         return final, True
+    if config.lora:
+        merge_adapter(base.path, work / ADAPTER_FOLDER, work, dtype)
     tokenizer.save_pretrained(work)
     history = trainer.state.log_history
     (work / "trainer" / "log_history.json").write_text(json.dumps(history, indent=1))
@@ -195,6 +216,7 @@ def train(config: TrainConfig, store: Store) -> tuple[Path, bool]:
         "trainer": {"trl_args": {k: v for k, v in args.items() if k != "output_dir"}, "use_cpu": use_cpu},
         "metrics": {**result.metrics, **_last_training_metrics(history)},
         "steps": result.global_step,
+        **({"adapter": adapter_lineage(config, trainer.model)} if config.lora else {}),
         "train_seconds": round(time.perf_counter() - started, 1),
         "identity_sha256": stable_hash(identity),
         "code_version": code_version(),
@@ -206,6 +228,15 @@ def train(config: TrainConfig, store: Store) -> tuple[Path, bool]:
     write_model_card(work, lineage)
     os.replace(work, final)
     return final, True
+
+
+def adapter_lineage(config: TrainConfig, model) -> dict:
+    return {
+        "kind": "qlora" if config.load_in_4bit else "lora", "folder": ADAPTER_FOLDER, "merged": True,
+        "r": config.lora_r, "alpha": config.lora_alpha, "dropout": config.lora_dropout,
+        "target_modules": config.lora_target_modules, "load_in_4bit": config.load_in_4bit,
+        "parameters": trainable_parameters(model),
+    }
 
 
 def _config(path: Path):

@@ -187,6 +187,12 @@ def _train_options(method: str):
             click.option("--max-length", type=int, default=1024, show_default=True),
             click.option("--save-steps", type=int, default=200, show_default=True, help="Checkpoint every N steps (a killed run resumes from the last)"),
             click.option("--seed", type=int, default=0, show_default=True),
+            click.option("--lora", is_flag=True, help="Train a LoRA adapter (peft) and register the base with it merged in"),
+            click.option("--lora-r", type=int, default=16, show_default=True),
+            click.option("--lora-alpha", type=int, default=32, show_default=True),
+            click.option("--lora-dropout", type=float, default=0.05, show_default=True),
+            click.option("--lora-target-modules", default="all-linear", show_default=True, help="all-linear, or comma-separated module names"),
+            click.option("--load-in-4bit", is_flag=True, help="QLoRA: the frozen base in 4-bit NF4 (bitsandbytes, CUDA only)"),
         ]):
             command = option(command)
         return store_option(command)
