@@ -89,3 +89,52 @@ def test_four_bit_is_refused_without_cuda(tiny_model, pairs_store):
     assert refused.returncode == 2 and "CUDA" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
     alone = run_builder("train", "dpo", "--base", tiny_model, "--data", pairs, "--name", "Q", "--load-in-4bit", "--store", store)
     assert alone.returncode == 2 and "goes with --lora" in alone.stderr
+
+
+def best_step(picked: dict) -> int:
+    """transformers' rule: a later checkpoint wins only when strictly better."""
+    sign = 1 if picked["greater_is_better"] else -1
+    best = picked["evaluated"][0]
+    for entry in picked["evaluated"][1:]:
+        if sign * entry[picked["metric"]] > sign * best[picked["metric"]]:
+            best = entry
+    return best["step"]
+
+
+def weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+def test_checkpoint_selection_evaluates_every_checkpoint_and_keeps_the_best(tiny_model, pairs_store, monkeypatch):
+    import torch
+
+    monkeypatch.setenv("COLUMNS", "250")  # `builder models` on one line per model
+    store, pairs = pairs_store
+    several = ["--max-steps", "3", "--save-steps", "1", "--batch-size", "2", "--micro-batch-size", "2", "--max-length", "256"]
+    run_builder("train", "dpo", "--base", tiny_model, "--data", pairs, "--name", "B", "--eval-share", "0.3", "--lr", "5e-3",
+                *several, "--store", store, check=True)
+    picked = lineage(store, "B")["checkpoints"]
+    assert picked["rule"] == "best" and picked["metric"] == "eval_rewards/accuracies" and picked["eval_rows"] >= 1
+    assert [e["step"] for e in picked["evaluated"]] == [1, 2, 3]
+    assert picked["chosen_step"] == best_step(picked)
+    assert not list((store / "models" / "B" / "trainer").glob("checkpoint-*"))
+    listing = " ".join(run_builder("models", "--store", store, check=True).stdout.split())
+    assert f"step {picked['chosen_step']} of 1, 2, 3" in listing
+    # In this seeded run the held-out accuracy never improves after step 1, so the first checkpoint is the model:
+    # the same weights as one step of the same training.
+    assert picked["chosen_step"] == 1
+    run_builder("train", "dpo", "--base", tiny_model, "--data", pairs, "--name", "B1", "--eval-share", "0.3", "--lr", "5e-3",
+                *several[2:], "--max-steps", "1", "--store", store, check=True)
+    chosen, one_step = weights(store / "models" / "B"), weights(store / "models" / "B1")
+    assert all(torch.equal(chosen[k], one_step[k]) for k in chosen)
+
+    sft = run_builder("mix-sft", "--store", store, check=True).stdout.strip().splitlines()[-1]
+    run_builder("train", "sft", "--base", tiny_model, "--data", sft, "--name", "S", "--eval-share", "0.2", "--select-checkpoint", "last",
+                *several, "--store", store, check=True)
+    picked = lineage(store, "S")["checkpoints"]
+    assert picked["metric"] == "eval_loss" and picked["chosen_step"] == 3 and len(picked["evaluated"]) == 3
+
+    refused = run_builder("train", "sft", "--base", tiny_model, "--data", sft, "--name", "S2", "--select-checkpoint", "best", "--store", store)
+    assert refused.returncode == 2 and "--eval-share" in refused.stderr

@@ -21,6 +21,7 @@ from builder.core.records import stable_hash
 from builder.core.registry import model_folder
 from builder.core.store import Store, code_version, now
 from builder.engines.models import resolve_model
+from trainers.checkpoints import RULES, selection_arguments, selection_record, split
 from trainers.lora import ADAPTER_FOLDER, four_bit_config, lora_config, merge_adapter, trainable_parameters
 from trainers.model_card import write_model_card
 from trainers.progress import RichProgress
@@ -62,6 +63,11 @@ class TrainConfig:
     lora_dropout: float = 0.05
     lora_target_modules: str = "all-linear"  # or comma-separated module names (q_proj,v_proj)
     load_in_4bit: bool = False  # QLoRA: the frozen base in bitsandbytes NF4 (CUDA only)
+    eval_share: float = 0.0  # held out (by a hash of the prompt) to evaluate every checkpoint on; 0: none
+    select_checkpoint: str | None = None  # best | last; None: best when there is a held-out split, else last
+
+    def checkpoint_rule(self) -> str:
+        return self.select_checkpoint or ("best" if self.eval_share > 0 else "last")
 
     def validate(self) -> None:
         if self.batch_size < 1 or self.micro_batch_size < 1 or self.batch_size % self.micro_batch_size:
@@ -78,6 +84,14 @@ class TrainConfig:
             raise BuilderError("--loss is an option of train dpo")
         if self.nll_weight is not None and (self.loss != "dpo+nll" or self.nll_weight <= 0):
             raise BuilderError("--nll-weight must be positive and goes with --loss dpo+nll")
+        if not 0 <= self.eval_share < 1:
+            raise BuilderError("--eval-share must be in [0, 1)")
+        if self.select_checkpoint not in (None, *RULES):
+            raise BuilderError(f"unknown --select-checkpoint {self.select_checkpoint!r} (available: {', '.join(RULES)})")
+        if self.select_checkpoint == "best" and self.eval_share == 0:
+            raise BuilderError("--select-checkpoint best needs a held-out split: --eval-share (e.g. 0.1)")
+        if self.save_steps < 1:
+            raise BuilderError("--save-steps must be at least 1")
         if self.load_in_4bit and not self.lora:
             raise BuilderError("--load-in-4bit goes with --lora (a 4-bit base can only be trained through an adapter)")
         if self.lora and (self.lora_r < 1 or self.lora_alpha < 1 or not 0 <= self.lora_dropout < 1 or not self.lora_target_modules.strip(",  ")):
@@ -93,6 +107,11 @@ def identity_settings(config: TrainConfig) -> dict:
     if not config.lora:
         for name in LORA_FIELDS:
             del settings[name]
+    del settings["select_checkpoint"]
+    if config.eval_share:
+        settings["select_checkpoint"] = config.checkpoint_rule()
+    else:
+        del settings["eval_share"]
     return settings
 
 
@@ -163,6 +182,7 @@ def train(config: TrainConfig, store: Store) -> tuple[Path, bool]:
     final = model_folder(store, config.name)
     base = resolve_model(config.base, store.root)
     dataset, version = data_table(store, config.data, config.method)
+    dataset, evaluation = split(dataset, config.eval_share)
     identity = {**identity_settings(config), "base": base.fingerprint, "data": version.manifest["files"]}
     if (final / "lineage.json").exists():
         lineage = json.loads((final / "lineage.json").read_text())
@@ -175,6 +195,8 @@ def train(config: TrainConfig, store: Store) -> tuple[Path, bool]:
     # Kept across a kill, so TRL resumes from its checkpoints; named by the identity so another configuration never does.
     work = final.with_name(f".partial-{config.name}-{stable_hash(identity)[:12]}")
     args = trainer_arguments(config, work / "trainer", use_cpu)
+    if evaluation is not None:
+        args |= selection_arguments(config.method, config.checkpoint_rule(), config.save_steps, config.micro_batch_size)
     dropout = {f: config.dropout for f in DROPOUT_FIELDS if hasattr(_config(base.path), f)}
     dtype = torch.float32 if use_cpu else torch.bfloat16
     # Each process quantizes its own copy onto its own GPU.
@@ -183,16 +205,19 @@ def train(config: TrainConfig, store: Store) -> tuple[Path, bool]:
     tokenizer = AutoTokenizer.from_pretrained(base.path)
     adapter = lora_config(config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules) if config.lora else None
     if config.method == "sft":
-        trainer = SFTTrainer(model=model, args=SFTConfig(**args), train_dataset=dataset, processing_class=tokenizer, peft_config=adapter)
+        trainer = SFTTrainer(model=model, args=SFTConfig(**args), train_dataset=dataset, eval_dataset=evaluation,
+                             processing_class=tokenizer, peft_config=adapter)
     else:
         args |= dpo_loss_arguments(config)
         dpo_args = DPOConfig(**args, beta=config.beta, disable_dropout=config.dropout == 0,
                              precompute_ref_log_probs=config.precompute_ref_log_probs)
-        trainer = DPOTrainer(model=model, args=dpo_args, train_dataset=dataset, processing_class=tokenizer, peft_config=adapter)
+        trainer = DPOTrainer(model=model, args=dpo_args, train_dataset=dataset, eval_dataset=evaluation,
+                             processing_class=tokenizer, peft_config=adapter)
     trainer.remove_callback(PrinterCallback)  # with tqdm off it would print every log line; the full history is kept below
     trainer.add_callback(RichProgress(f"{config.method} {config.name}"))
     checkpoints = sorted((work / "trainer").glob("checkpoint-*"))
     console.print(f"training {config.name} ({config.method}) from {config.base} on {version.id}: {len(dataset)} rows"
+                  + (f", {len(evaluation)} held out to pick the {config.checkpoint_rule()} checkpoint" if evaluation else "")
                   + (f", resuming from {checkpoints[-1].name}" if checkpoints else ""))
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=bool(checkpoints) or None)
@@ -217,6 +242,8 @@ def train(config: TrainConfig, store: Store) -> tuple[Path, bool]:
         "metrics": {**result.metrics, **_last_training_metrics(history)},
         "steps": result.global_step,
         **({"adapter": adapter_lineage(config, trainer.model)} if config.lora else {}),
+        **({"checkpoints": selection_record(config.method, config.checkpoint_rule(), config.eval_share,
+                                            (len(dataset), len(evaluation)), history, trainer.state)} if evaluation is not None else {}),
         "train_seconds": round(time.perf_counter() - started, 1),
         "identity_sha256": stable_hash(identity),
         "code_version": code_version(),

@@ -186,6 +186,8 @@ def _train_options(method: str):
             click.option("--dropout", type=float, default=0.1, show_default=True),
             click.option("--max-length", type=int, default=1024, show_default=True),
             click.option("--save-steps", type=int, default=200, show_default=True, help="Checkpoint every N steps (a killed run resumes from the last)"),
+            click.option("--eval-share", type=float, default=0.0, show_default=True, help="Hold out this share of the data (by prompt hash) and evaluate every checkpoint on it"),
+            click.option("--select-checkpoint", type=click.Choice(["best", "last"]), default=None, help="Which checkpoint becomes the model [default: best with --eval-share, else last]"),
             click.option("--seed", type=int, default=0, show_default=True),
             click.option("--lora", is_flag=True, help="Train a LoRA adapter (peft) and register the base with it merged in"),
             click.option("--lora-r", type=int, default=16, show_default=True),
@@ -261,7 +263,7 @@ def models_command(store):
     from rich.table import Table
 
     from builder.app.show import stdout
-    from builder.core.registry import ancestry, final_metrics, registered_models
+    from builder.core.registry import ancestry, checkpoint_summary, final_metrics, registered_models
 
     models = registered_models(open_store(store))
     by_name = {m["name"]: m for m in models}
@@ -269,7 +271,7 @@ def models_command(store):
     for column in ("name", "lineage", "training", "final metrics"):
         table.add_column(column, overflow="fold", no_wrap=column == "lineage", ratio=None if column in ("name", "lineage") else 1)
     for m in models:
-        training = f"{m['method']}, {m['steps']} steps on {m['data']['version']}"
+        training = f"{m['method']}, {m['steps']} steps on {m['data']['version']}" + checkpoint_summary(m)
         table.add_row(m["name"], " → ".join(ancestry(m, by_name)), training, final_metrics(m["metrics"]))
     stdout().print(table)
 
