@@ -22,7 +22,13 @@ from builder.core.registry import model_folder
 from builder.core.store import Store, code_version, now
 from builder.engines.models import resolve_model
 from trainers.checkpoints import RULES, selection_arguments, selection_record, split
-from trainers.lora import ADAPTER_FOLDER, four_bit_config, lora_config, merge_adapter, trainable_parameters
+from trainers.lora import (
+    ADAPTER_FOLDER,
+    four_bit_config,
+    lora_config,
+    merge_adapter,
+    trainable_parameters,
+)
 from trainers.model_card import write_model_card
 from trainers.progress import RichProgress
 
@@ -94,7 +100,7 @@ class TrainConfig:
             raise BuilderError("--save-steps must be at least 1")
         if self.load_in_4bit and not self.lora:
             raise BuilderError("--load-in-4bit goes with --lora (a 4-bit base can only be trained through an adapter)")
-        if self.lora and (self.lora_r < 1 or self.lora_alpha < 1 or not 0 <= self.lora_dropout < 1 or not self.lora_target_modules.strip(",  ")):
+        if self.lora and (self.lora_r < 1 or self.lora_alpha < 1 or not 0 <= self.lora_dropout < 1 or not self.lora_target_modules.replace(",", "").strip()):
             raise BuilderError("--lora-r and --lora-alpha must be at least 1, --lora-dropout in [0, 1), --lora-target-modules not empty")
 
 
@@ -200,7 +206,7 @@ def train(config: TrainConfig, store: Store) -> tuple[Path, bool]:
     dropout = {f: config.dropout for f in DROPOUT_FIELDS if hasattr(_config(base.path), f)}
     dtype = torch.float32 if use_cpu else torch.bfloat16
     # Each process quantizes its own copy onto its own GPU.
-    quantized = {"quantization_config": four_bit_config(use_cpu), "device_map": {"": int(os.environ.get("LOCAL_RANK", 0))}} if config.load_in_4bit else {}
+    quantized = {"quantization_config": four_bit_config(use_cpu), "device_map": {"": int(os.environ.get("LOCAL_RANK", "0"))}} if config.load_in_4bit else {}
     model = AutoModelForCausalLM.from_pretrained(base.path, dtype=dtype, **quantized, **dropout)
     tokenizer = AutoTokenizer.from_pretrained(base.path)
     adapter = lora_config(config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules) if config.lora else None
