@@ -138,3 +138,35 @@ def test_checkpoint_selection_evaluates_every_checkpoint_and_keeps_the_best(tiny
 
     refused = run_builder("train", "sft", "--base", tiny_model, "--data", sft, "--name", "S2", "--select-checkpoint", "best", "--store", store)
     assert refused.returncode == 2 and "--eval-share" in refused.stderr
+
+
+@pytest.fixture(scope="module")
+def base_model(tiny_model, tmp_path_factory):
+    """The tiny model as a true base model: its tokenizer has no chat template."""
+    folder = tmp_path_factory.mktemp("base-model") / "M0"
+    shutil.copytree(tiny_model, folder, ignore=shutil.ignore_patterns("trainer", "chat_template.jinja"))
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_a_base_model_without_chat_template_gets_the_recorded_default(base_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    store = tmp_path / "store"
+    assert not AutoTokenizer.from_pretrained(base_model).chat_template
+    eft = run_builder("make-eft", "--model", base_model, "--limit", "2", "--n-judgments", "1", "--judge-max-new-tokens", "16",
+                      "--store", store, check=True).stdout.strip().splitlines()[-1]
+    assert json.loads((store / eft / "manifest.json").read_text())["judge"]["engine"]["chat_template"] == "builder default"
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "Say hello."}\n{"prompt": "Name a fruit."}\n')
+    pairs = run_builder("make-pairs", "--model", base_model, "--prompts", prompts, "--max-new-tokens", "8", "--judge-max-new-tokens", "16",
+                        "--store", store, check=True).stdout.strip().splitlines()[-1]
+    engine = json.loads((store / pairs / "manifest.json").read_text())["policy"]["engine"]
+    assert engine["chat_template"] == "builder default" and len(engine["chat_template_sha256"]) == 64
+
+    sft = run_builder("mix-sft", "--store", store, check=True).stdout.strip().splitlines()[-1]
+    run_builder("train", "sft", "--base", base_model, "--data", sft, "--name", "M1", *TWO_STEPS, "--store", store, check=True)
+    assert lineage(store, "M1")["chat_template"] == "builder default"
+    assert AutoTokenizer.from_pretrained(store / "models" / "M1").chat_template  # M1 carries it as its own

@@ -20,6 +20,7 @@ from builder.core.progress import console, quiet_transformers
 from builder.core.records import stable_hash
 from builder.core.registry import model_folder
 from builder.core.store import Store, code_version, now
+from builder.engines.chat_template import ensure_chat_template
 from builder.engines.models import resolve_model
 from trainers.checkpoints import RULES, selection_arguments, selection_record, split
 from trainers.lora import (
@@ -209,6 +210,7 @@ def train(config: TrainConfig, store: Store) -> tuple[Path, bool]:
     quantized = {"quantization_config": four_bit_config(use_cpu), "device_map": {"": int(os.environ.get("LOCAL_RANK", "0"))}} if config.load_in_4bit else {}
     model = AutoModelForCausalLM.from_pretrained(base.path, dtype=dtype, **quantized, **dropout)
     tokenizer = AutoTokenizer.from_pretrained(base.path)
+    default_template = ensure_chat_template(tokenizer)  # saved with the model, so the models after it carry it
     adapter = lora_config(config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules) if config.lora else None
     if config.method == "sft":
         trainer = SFTTrainer(model=model, args=SFTConfig(**args), train_dataset=dataset, eval_dataset=evaluation,
@@ -247,6 +249,7 @@ def train(config: TrainConfig, store: Store) -> tuple[Path, bool]:
         "trainer": {"trl_args": {k: v for k, v in args.items() if k != "output_dir"}, "use_cpu": use_cpu},
         "metrics": {**result.metrics, **_last_training_metrics(history)},
         "steps": result.global_step,
+        **default_template,
         **({"adapter": adapter_lineage(config, trainer.model)} if config.lora else {}),
         **({"checkpoints": selection_record(config.method, config.checkpoint_rule(), config.eval_share,
                                             (len(dataset), len(evaluation)), history, trainer.state)} if evaluation is not None else {}),
