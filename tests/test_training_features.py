@@ -170,3 +170,45 @@ def test_a_base_model_without_chat_template_gets_the_recorded_default(base_model
     run_builder("train", "sft", "--base", base_model, "--data", sft, "--name", "M1", *TWO_STEPS, "--store", store, check=True)
     assert lineage(store, "M1")["chat_template"] == "builder default"
     assert AutoTokenizer.from_pretrained(store / "models" / "M1").chat_template  # M1 carries it as its own
+
+
+def test_rebalance_cuts_the_most_common_score_to_the_next():
+    import polars as pl
+
+    from builder.stages.eft import rebalance, score_counts
+
+    examples = pl.DataFrame({"candidate_id": [f"c{i}" for i in range(10)], "prompt_id": ["p"] * 10,
+                             "judgment_id": [f"j{i}" for i in range(10)], "score": [4.0] * 6 + [3.0, 3.0, 5.0, 2.0]})
+    kept, down = rebalance(examples, seed=0)
+    assert score_counts(kept) == {"2": 1, "3": 2, "4": 2, "5": 1} and down.height == 4 and set(down["score"]) == {4.0}
+    assert rebalance(examples, seed=0)[1].equals(down) and not rebalance(examples, seed=1)[1].equals(down)  # seeded
+    even = examples.head(8).with_columns(pl.Series("score", [4.0] * 4 + [3.0] * 4))
+    assert rebalance(even, seed=0)[1].height == 0  # two scores tied for most common: nothing to flatten
+
+
+def test_make_eft_rebalance_is_recorded_and_part_of_the_identity(tiny_model, tmp_path):
+    store = tmp_path / "store"
+    fast = ["--model", tiny_model, "--n-judgments", "1", "--judge-max-new-tokens", "24", "--held-out", "0", "--store", store]
+    plain = run_builder("make-eft", *fast, check=True).stdout.strip().splitlines()[-1]
+    flat = run_builder("make-eft", *fast, "--rebalance", check=True).stdout.strip().splitlines()[-1]
+    assert plain != flat
+    manifest = json.loads((store / flat / "manifest.json").read_text())
+    assert "rebalance" not in json.loads((store / plain / "manifest.json").read_text())["identity"]
+    assert manifest["identity"]["rebalance"] and manifest["rebalance"]["rule"].startswith("the most common score")
+    before, after = manifest["rebalance"]["scores_before"], manifest["rebalance"]["scores_after"]
+    assert sum(before.values()) - sum(after.values()) == manifest["rebalance"]["down_sampled"] == manifest["stats"]["rebalanced_away"]
+    assert sum(after.values()) == manifest["stats"]["eft_examples"]
+    query = f"SELECT count(*) FROM dropped WHERE version = '{flat}' AND reason = 'rebalanced'"
+    assert run_builder("query", "--store", store, "--format", "csv", query, check=True).stdout.split()[-1] == str(manifest["rebalance"]["down_sampled"])
+
+    ift = run_builder("mix-sft", "--ift-only", "--store", store, check=True).stdout.strip().splitlines()[-1]
+    assert json.loads((store / ift / "manifest.json").read_text())["stats"]["eft_examples"] == 0
+
+
+def test_the_paper_recipe_labels_eft_with_the_ift_only_model(tmp_path):
+    from pathlib import Path
+
+    recipe = Path(__file__).parent.parent / "recipes" / "paper.yaml"
+    plan = " ".join(run_builder("run", recipe, "--dry-run", "--store", tmp_path / "store", check=True).stdout.split())
+    assert plan.index("ift mix-sft") < plan.index("SFT-IFT train sft") < plan.index("SFT-IFT make-eft") < plan.index("M1 train sft")
+    assert "rebalance=True" in plan and "model=SFT-IFT" in plan

@@ -121,6 +121,7 @@ def import_oasst_command(path, lang, limit, seed, store):
 @click.option("--judge-top-p", type=float, default=0.9, show_default=True)
 @click.option("--judge-max-new-tokens", type=int, default=256, show_default=True)
 @click.option("--judge-template", type=click.Path(dir_okay=False), default=None)
+@click.option("--rebalance", is_flag=True, help="Down-sample the most common score to the next most common one's count (the paper's EFT)")
 @_generation_options
 @store_option
 def make_eft_command(store, **options):
@@ -154,6 +155,7 @@ def make_prompts_command(store, **options):
 @click.option("--eft", default=None, help="EFT data: a file (prompt, response, judgment) or an EFT version [default: the shipped seed set]")
 @click.option("--judge-template", type=click.Path(dir_okay=False), default=None)
 @click.option("--seed", type=int, default=0, show_default=True, help="Shuffle seed")
+@click.option("--ift-only", is_flag=True, help="IFT examples only (the model that labels EFT data in the paper)")
 @store_option
 def mix_sft_command(store, **options):
     """Write the M0 → M1 SFT dataset: IFT and EFT examples in TRL's prompt/completion format."""

@@ -54,6 +54,7 @@ class MakeEftConfig:
     batch_size: int = 16
     dtype: str = "auto"  # bfloat16 on a GPU, float32 on a CPU
     engine_options: EngineOptions = EngineOptions()
+    rebalance: bool = False  # down-sample the most common score to the next most common one's count
 
     def validate(self) -> None:
         for name in ("n_judgments", "judge_max_new_tokens", "batch_size"):
@@ -89,7 +90,7 @@ def make_eft(config: MakeEftConfig, store: Store) -> tuple[Version, bool]:
         "input": stable_hash(candidates.select("candidate_id", "response", "human_rank").rows()),
         "held_out": config.held_out, "model": model_ref.fingerprint, "sampling": asdict(sampling),
         "judge_template": template.sha256, "engine": engine, "seed": config.seed,
-    }
+    } | ({"rebalance": REBALANCE_RULE} if config.rebalance else {})
     vid = version_id("eft", identity)
     if store.exists(vid):
         return store.load(vid), False
@@ -103,6 +104,8 @@ def make_eft(config: MakeEftConfig, store: Store) -> tuple[Version, bool]:
     scored = score_candidates(train, judgments).sort("candidate_id")
     groups = agreement(scored)
     examples = eft_examples(groups, scored, judgments, train_prompts, template)
+    before = score_counts(examples)
+    examples, down_sampled = rebalance(examples, config.seed) if config.rebalance else (examples, examples.clear())
     tables = {
         "eft": examples,
         "groups": groups,
@@ -110,7 +113,7 @@ def make_eft(config: MakeEftConfig, store: Store) -> tuple[Version, bool]:
         "judgments": judgments.sort("judgment_id"),
         "heldout": ranked_format(prompts.filter(pl.col("prompt_id").is_in(list(heldout))), candidates),
         "prompts": prompts,
-        "dropped": pl.concat([dropped_groups, rejected(groups), unlabelled(scored, judgments)]),
+        "dropped": pl.concat([dropped_groups, rejected(groups), unlabelled(scored, judgments), rebalanced(down_sampled)]),
     }
     judged = groups.filter(pl.col("reason").fill_null("") != "no_human_order").height
     agreeing = int(groups["agrees"].sum())
@@ -136,6 +139,10 @@ def make_eft(config: MakeEftConfig, store: Store) -> tuple[Version, bool]:
         },
         "timing_s": {"judgments": round(judging_s, 2)},
     }
+    if config.rebalance:
+        manifest["stats"]["rebalanced_away"] = down_sampled.height
+        manifest["rebalance"] = {"rule": REBALANCE_RULE, "scores_before": before, "scores_after": score_counts(examples),
+                                 "down_sampled": down_sampled.height}
     return store.write_version(vid, tables, manifest, render_kind_card), True
 
 
@@ -173,6 +180,34 @@ def eft_examples(groups: pl.DataFrame, scored: pl.DataFrame, judgments: pl.DataF
         "prompt_id", "candidate_id", "judgment_id", "prompt", "response", pl.col("raw").alias("judgment"), "score", "human_rank",
         pl.concat_list(turn("user", "judge_prompt"), turn("assistant", "raw")).alias("messages"),
     )
+
+
+REBALANCE_RULE = "the most common score is down-sampled to the count of the next most common (seeded, by example)"
+
+
+def score_counts(examples: pl.DataFrame) -> dict[str, int]:
+    return {f"{score:g}": n for score, n in examples.group_by("score").len().sort("score").iter_rows()}
+
+
+def rebalance(examples: pl.DataFrame, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(kept, down-sampled): the examples of the most common score are cut to the count of the next most common
+    score, keeping those with the lowest seeded hash of their candidate id, so the score distribution is flatter
+    (the paper's EFT rebalancing). With a single score, or two scores tied for most common, nothing changes."""
+    counts = examples.group_by("score").len().sort("len", "score", descending=[True, False])
+    if counts.height < 2 or counts["len"][0] == counts["len"][1]:
+        return examples, examples.clear()
+    top, keep = counts["score"][0], counts["len"][1]
+    candidates = examples.filter(pl.col("score") == top)["candidate_id"].to_list()
+    cut = sorted(candidates, key=lambda c: hashlib.sha256(f"{seed}:{c}".encode()).hexdigest())[keep:]
+    down = pl.col("candidate_id").is_in(cut)
+    return examples.filter(~down), examples.filter(down)
+
+
+def rebalanced(down_sampled: pl.DataFrame) -> pl.DataFrame:
+    return down_sampled.select(
+        pl.lit("candidate").alias("level"), "prompt_id", "candidate_id", "judgment_id", pl.lit("rebalanced").alias("reason"),
+        pl.format("score {} down-sampled", pl.col("score").cast(pl.Int64)).alias("detail"),
+    ).cast(DROPPED_SCHEMA)
 
 
 def ranked_format(prompts: pl.DataFrame, candidates: pl.DataFrame) -> pl.DataFrame:

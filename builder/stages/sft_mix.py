@@ -21,12 +21,21 @@ class MixSftConfig:
     eft: str | None = None  # None: the shipped EFT seed
     judge_template: str | None = None
     seed: int = 0
+    ift_only: bool = False  # no EFT examples: the IFT-only SFT whose model labels EFT data in the paper
+
+    def validate(self) -> None:
+        if self.ift_only and self.eft is not None:
+            raise BuilderError("--ift-only and --eft exclude each other")
 
 
 def mix_sft(config: MixSftConfig, store: Store) -> tuple[Version, bool]:
+    config.validate()
     (ift, ift_source), (eft, eft_source) = load_seed(config.ift, "ift", store), load_seed(config.eft, "eft", store)
+    if config.ift_only:
+        eft = eft.clear()
     template = load_template(config.judge_template)
-    identity = {"ift": ift_source.fingerprint, "eft": eft_source.fingerprint, "judge_template": template.sha256, "seed": config.seed}
+    identity = {"ift": ift_source.fingerprint, "eft": None if config.ift_only else eft_source.fingerprint,
+                "judge_template": template.sha256, "seed": config.seed}
     vid = version_id("sft", identity)
     if store.exists(vid):
         return store.load(vid), False
@@ -46,9 +55,9 @@ def mix_sft(config: MixSftConfig, store: Store) -> tuple[Version, bool]:
     manifest = {
         "kind": "sft",
         "parent": None,
-        "parents": [p for p in (ift_source.parent, eft_source.parent) if p],
-        "input": {"ift": ift_source.spec, "eft": eft_source.spec},
-        "inputs": {"ift": ift_source.to_json(), "eft": eft_source.to_json()},
+        "parents": [p for p in (ift_source.parent, None if config.ift_only else eft_source.parent) if p],
+        "input": {"ift": ift_source.spec, "eft": None if config.ift_only else eft_source.spec},
+        "inputs": {"ift": ift_source.to_json()} | ({} if config.ift_only else {"eft": eft_source.to_json()}),
         "judge_template": template.to_json(),
         "seed": config.seed,
         "identity": identity,
