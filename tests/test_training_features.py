@@ -10,6 +10,11 @@ from conftest import run_builder
 TWO_STEPS = ["--max-steps", "2", "--batch-size", "2", "--micro-batch-size", "2", "--max-length", "256"]
 
 
+def pairs_arguments(model, store) -> list:
+    return ["--model", model, "--prompts", store.parent / "features-prompts.jsonl", "--store", store, "--max-new-tokens", "12",
+            "--judge-max-new-tokens", "24", "--batch-size", "16"]
+
+
 @pytest.fixture(scope="module")
 def pairs_store(tiny_model, tmp_path_factory):
     """A store with one pairs version of 16 prompts answered and judged by the tiny model."""
@@ -17,8 +22,7 @@ def pairs_store(tiny_model, tmp_path_factory):
     prompts = store.parent / "features-prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"Name thing number {i}."}) + "\n" for i in range(12))
                        + "".join(json.dumps({"prompt": p}) + "\n" for p in ["Say hello.", "Name a fruit.", "Name a colour.", "Name a river."]))
-    made = run_builder("make-pairs", "--model", tiny_model, "--prompts", prompts, "--store", store, "--max-new-tokens", "12",
-                       "--judge-max-new-tokens", "24", "--batch-size", "16", check=True)
+    made = run_builder("make-pairs", *pairs_arguments(tiny_model, store), check=True)
     pairs = made.stdout.strip().splitlines()[-1]
     assert json.loads((store / pairs / "manifest.json").read_text())["counts"]["pairs"] >= 6
     return store, pairs
@@ -212,3 +216,57 @@ def test_the_paper_recipe_labels_eft_with_the_ift_only_model(tmp_path):
     plan = " ".join(run_builder("run", recipe, "--dry-run", "--store", tmp_path / "store", check=True).stdout.split())
     assert plan.index("ift mix-sft") < plan.index("SFT-IFT train sft") < plan.index("SFT-IFT make-eft") < plan.index("M1 train sft")
     assert "rebalance=True" in plan and "model=SFT-IFT" in plan
+
+
+def scored_frame(rows: list[tuple[str, int, float | None, int]]):
+    """(prompt_id, sample_index, score_mean, n_tokens) → a scored candidates table."""
+    import polars as pl
+
+    return pl.DataFrame(
+        [{"candidate_id": f"{p}-c{i}", "prompt_id": p, "sample_index": i, "response": "x" * n, "n_tokens": n,
+          "score_mean": s, "n_scored": 0 if s is None else 3} for p, i, s, n in rows],
+        schema_overrides={"score_mean": pl.Float64},
+    )
+
+
+def test_length_control_chooses_the_shortest_candidate_near_the_best():
+    import polars as pl
+
+    from builder.stages.aggregate import select_pairs
+
+    prompts = pl.DataFrame({"prompt_id": ["p", "q", "r"], "messages": [[{"role": "user", "content": c}] for c in "pqr"]})
+    scored = scored_frame([
+        ("p", 0, 5.0, 90), ("p", 1, 4.67, 20), ("p", 2, 4.0, 10), ("p", 3, 1.0, 5),  # c1 within 0.5 of 5 and shorter
+        ("q", 0, 3.0, 50), ("q", 1, 2.0, 10),  # within 1.5 of the best, but c1 is the rejected: never chosen
+        ("r", 0, 2.0, 10), ("r", 1, 2.0, 5),  # a tie stays a tie
+    ])
+    plain, _ = select_pairs(prompts, scored)
+    assert dict(plain.select("prompt_id", "chosen_id").iter_rows()) == {"p": "p-c0", "q": "q-c0"}
+    controlled, dropped = select_pairs(prompts, scored, length_control=0.5)
+    assert dict(controlled.select("prompt_id", "chosen_id").iter_rows()) == {"p": "p-c1", "q": "q-c0"}
+    assert controlled.filter(pl.col("prompt_id") == "p")["score_chosen"].item() == 4.67
+    assert controlled["rejected_id"].to_list() == plain["rejected_id"].to_list() == ["p-c3", "q-c1"]
+    assert dropped["reason"].to_list() == ["tie"]
+    wide, _ = select_pairs(prompts, scored, length_control=1.5)
+    assert dict(wide.select("prompt_id", "chosen_id").iter_rows()) == {"p": "p-c2", "q": "q-c0"}
+    zero, _ = select_pairs(prompts, scored, length_control=0.0)
+    assert zero["chosen_id"].to_list() == plain["chosen_id"].to_list()
+
+
+def test_make_pairs_length_control_is_recorded_only_when_on(tiny_model, pairs_store):
+    store, pairs = pairs_store
+    again = run_builder("make-pairs", *pairs_arguments(tiny_model, store), check=True)
+    assert again.stdout.strip().splitlines()[-1] == pairs and "already built" in again.stderr  # ids without it unchanged
+    controlled = run_builder("make-pairs", *pairs_arguments(tiny_model, store), "--length-control", "1.0", check=True)
+    version = controlled.stdout.strip().splitlines()[-1]
+    assert version != pairs
+    manifest = json.loads((store / version / "manifest.json").read_text())
+    assert manifest["identity"]["length_control"] == 1.0 and "length_control" not in json.loads((store / pairs / "manifest.json").read_text())
+    record = manifest["length_control"]
+    assert record["rho"] == 1.0 and record["rule"].startswith("chosen = the shortest")
+    plain_gap = json.loads((store / pairs / "manifest.json").read_text())["health"]["chosen_minus_rejected_tokens"]
+    assert record["chosen_minus_rejected_tokens_without"] == plain_gap
+    assert record["chosen_minus_rejected_tokens"] == manifest["health"]["chosen_minus_rejected_tokens"]
+    assert "Length control (ρ = 1.0" in (store / version / "README.md").read_text()
+    refused = run_builder("make-pairs", *pairs_arguments(tiny_model, store), "--length-control", "-1")
+    assert refused.returncode == 2 and "--length-control" in refused.stderr

@@ -49,6 +49,8 @@ def cli():
 @click.option("--judge-max-new-tokens", type=int, default=256, show_default=True)
 @click.option("--judge-template", type=click.Path(dir_okay=False), default=None, help="A template file with {prompt} and {response} [default: the additive 5-point template]")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--length-control", type=float, default=None, metavar="RHO",
+              help="Chosen = the shortest candidate whose mean score is within RHO of the best (off by default)")
 @backend_options
 @judge_backend_options
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Requests per generate call")

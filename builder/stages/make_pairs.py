@@ -22,7 +22,7 @@ from builder.engines.runner import run_requests
 from builder.judging.health import pairs_health
 from builder.judging.judge import load_template
 from builder.judging.score import judge_candidates
-from builder.stages.aggregate import build_labels
+from builder.stages.aggregate import LENGTH_CONTROL_RULE, build_labels, select_pairs
 from builder.stages.pairs_card import render_pairs_card
 
 
@@ -48,8 +48,11 @@ class MakePairsConfig:
     engine_options: EngineOptions = EngineOptions()
     judge_backend: str | None = None  # None: the policy's backend and options
     judge_engine_options: EngineOptions | None = None
+    length_control: float | None = None  # rho: chosen = the shortest candidate within rho of the best mean
 
     def validate(self) -> None:
+        if self.length_control is not None and not self.length_control >= 0:
+            raise BuilderError("--length-control must be a score tolerance of at least 0")
         for name in ("n_samples", "n_judgments", "max_new_tokens", "judge_max_new_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 raise BuilderError(f"--{name.replace('_', '-')} must be at least 1")
@@ -86,7 +89,8 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
         "judgments": asdict(judge_sampling),
         "judge_template": template.sha256,
         "seed": config.seed,
-    } | ({"judge_engine": {"backend": judge_backend}} if judge_backend != config.backend else {})
+    } | ({"judge_engine": {"backend": judge_backend}} if judge_backend != config.backend else {}) \
+      | ({"length_control": config.length_control} if config.length_control is not None else {})
     vid = version_id("pairs", identity)
     if store.exists(vid):
         return store.load(vid), False
@@ -102,7 +106,7 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
     judgments = judge_candidates(judge, template, prompts, candidates, judge_sampling, config.seed, store, config.batch_size)
     judgments_s = time.perf_counter() - started - candidates_s
 
-    scored, pairs, dropped = build_labels(prompts, candidates, judgments)
+    scored, pairs, dropped = build_labels(prompts, candidates, judgments, config.length_control)
     tables = {
         "prompts": prompts,
         "candidates": scored.sort("candidate_id"),
@@ -124,7 +128,25 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
         "health": pairs_health(tables),
         "timing_s": {"candidates": round(candidates_s, 2), "judgments": round(judgments_s, 2)},
     }
+    if config.length_control is not None:
+        manifest["length_control"] = length_control_record(prompts, scored, pairs, config.length_control)
     return store.write_version(vid, tables, manifest, render_pairs_card), True
+
+
+def length_control_record(prompts: pl.DataFrame, scored: pl.DataFrame, pairs: pl.DataFrame, rho: float) -> dict:
+    """The rule, its parameter, and what it changed: the chosen-minus-rejected length gap with and without it."""
+    plain, _ = select_pairs(prompts, scored)
+    changed = pairs.join(plain.select("prompt_id", pl.col("chosen_id").alias("plain_id")), on="prompt_id")
+    return {
+        "rho": rho, "rule": LENGTH_CONTROL_RULE,
+        "chosen_changed": changed.filter(pl.col("chosen_id") != pl.col("plain_id")).height,
+        "chosen_minus_rejected_tokens": _mean_gap(pairs), "chosen_minus_rejected_tokens_without": _mean_gap(plain),
+    }
+
+
+def _mean_gap(pairs: pl.DataFrame) -> float | None:
+    gap = (pairs["chosen_tokens"] - pairs["rejected_tokens"]).mean()
+    return None if gap is None else round(gap, 2)
 
 
 def generate_candidates(policy: Generator, prompts: pl.DataFrame, sampling: Sampling, seed: int, store: Store, batch_size: int) -> pl.DataFrame:

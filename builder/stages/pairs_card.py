@@ -39,6 +39,7 @@ def render_pairs_card(manifest: dict, tables: dict[str, pl.DataFrame]) -> str:
         counts=manifest["counts"],
         stats=manifest["stats"],
         health=manifest.get("health"),
+        length_control=manifest.get("length_control"),
         warnings=warnings_for(manifest["health"]) if "health" in manifest else [],
         pct=lambda rate: "n/a" if rate is None else f"{100 * rate:.1f}%",
         value=lambda number: "n/a" if number is None else number,
