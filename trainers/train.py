@@ -20,12 +20,46 @@ from builder.core.progress import console, quiet_transformers
 from builder.core.records import file_sha256, stable_hash
 from builder.core.registry import model_folder
 from builder.core.store import Store, code_version, now
+from builder.engines.chat_template import ensure_chat_template
 from builder.engines.models import resolve_model
-from trainers.configs import TrainConfig
+from trainers.checkpoints import selection_arguments, selection_record, split
+from trainers.configs import LORA_FIELDS, TrainConfig
+from trainers.lora import (
+    ADAPTER_FOLDER,
+    four_bit_config,
+    lora_config,
+    merge_adapter,
+    trainable_parameters,
+)
 from trainers.model_card import write_model_card
 from trainers.progress import RichProgress
 
 DROPOUT_FIELDS = ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop")
+
+
+def identity_settings(config: TrainConfig) -> dict:
+    """The settings that decide a model, for its identity. Options added later are left out while they are
+    off, so a model trained before they existed keeps its identity (and is still found as `already trained`)."""
+    settings = asdict(config)
+    if config.loss == "dpo":
+        del settings["loss"], settings["nll_weight"]
+    if not config.lora:
+        for name in LORA_FIELDS:
+            del settings[name]
+    del settings["select_checkpoint"]
+    if config.eval_share:
+        settings["select_checkpoint"] = config.checkpoint_rule()
+    else:
+        del settings["eval_share"]
+    return settings
+
+
+def dpo_loss_arguments(config: TrainConfig) -> dict:
+    """TRL's own losses: "dpo" is its sigmoid loss; "dpo+nll" adds its "sft" loss (the mean NLL of the chosen
+    answers' tokens) with weight --nll-weight, as iterative RPO (Pang et al., 2024) does."""
+    if config.loss == "dpo+nll":
+        return {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, config.nll_weight or 1.0]}
+    return {"loss_type": ["sigmoid"]}
 
 
 def data_table(store: Store, spec: str, method: str):
@@ -87,7 +121,8 @@ def train(config: TrainConfig, store: Store) -> tuple[Path, bool]:
     final = model_folder(store, config.name)
     base = resolve_model(config.base, store.root)
     dataset, version = data_table(store, config.data, config.method)
-    identity = {**asdict(config), "base": base.fingerprint, "data": version.manifest.files}
+    dataset, evaluation = split(dataset, config.eval_share)
+    identity = {**identity_settings(config), "base": base.fingerprint, "data": version.manifest.files}
     if (final / "lineage.json").exists():
         lineage = json.loads((final / "lineage.json").read_text())
         if lineage["identity_sha256"] != stable_hash(identity):
@@ -99,25 +134,38 @@ def train(config: TrainConfig, store: Store) -> tuple[Path, bool]:
     # Kept across a kill, so TRL resumes from its checkpoints; named by the identity so another configuration never does.
     work = final.with_name(f".partial-{config.name}-{stable_hash(identity)[:12]}")
     args = trainer_arguments(config, work / "trainer", use_cpu)
+    if evaluation is not None:
+        args |= selection_arguments(config.method, config.checkpoint_rule(), config.save_steps, config.micro_batch_size)
     dropout = {f: config.dropout for f in DROPOUT_FIELDS if hasattr(_config(base.path), f)}
-    model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32 if use_cpu else torch.bfloat16, **dropout)
+    dtype = torch.float32 if use_cpu else torch.bfloat16
+    # Each process quantizes its own copy onto its own GPU.
+    quantized = {"quantization_config": four_bit_config(use_cpu), "device_map": {"": int(os.environ.get("LOCAL_RANK", "0"))}} if config.load_in_4bit else {}
+    model = AutoModelForCausalLM.from_pretrained(base.path, dtype=dtype, **quantized, **dropout)
     tokenizer = AutoTokenizer.from_pretrained(base.path)
+    default_template = ensure_chat_template(tokenizer)  # saved with the model, so the models after it carry it
+    adapter = lora_config(config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules) if config.lora else None
     if config.method == "sft":
-        trainer = SFTTrainer(model=model, args=SFTConfig(**args), train_dataset=dataset, processing_class=tokenizer)
+        trainer = SFTTrainer(model=model, args=SFTConfig(**args), train_dataset=dataset, eval_dataset=evaluation,
+                             processing_class=tokenizer, peft_config=adapter)
     else:
+        args |= dpo_loss_arguments(config)
         dpo_args = DPOConfig(**args, beta=config.beta, disable_dropout=config.dropout == 0,
                              precompute_ref_log_probs=config.precompute_ref_log_probs)
-        trainer = DPOTrainer(model=model, args=dpo_args, train_dataset=dataset, processing_class=tokenizer)
+        trainer = DPOTrainer(model=model, args=dpo_args, train_dataset=dataset, eval_dataset=evaluation,
+                             processing_class=tokenizer, peft_config=adapter)
     trainer.remove_callback(PrinterCallback)  # with tqdm off it would print every log line; the full history is kept below
     trainer.add_callback(RichProgress(f"{config.method} {config.name}"))
     checkpoints = sorted((work / "trainer").glob("checkpoint-*"))
     console.print(f"training {config.name} ({config.method}) from {config.base} on {version.id}: {len(dataset)} rows"
+                  + (f", {len(evaluation)} held out to pick the {config.checkpoint_rule()} checkpoint" if evaluation else "")
                   + (f", resuming from {checkpoints[-1].name}" if checkpoints else ""))
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=bool(checkpoints) or None)
-    trainer.save_model(str(work))  # every process takes part (sharded weights are gathered)
+    trainer.save_model(str(work / ADAPTER_FOLDER if config.lora else work))  # every process takes part (sharded weights are gathered)
     if not trainer.is_world_process_zero():  # under `accelerate launch`, rank 0 alone registers the model
         return final, True
+    if config.lora:
+        merge_adapter(base.path, work / ADAPTER_FOLDER, work, dtype)
     tokenizer.save_pretrained(work)
     history = trainer.state.log_history
     (work / "trainer" / "log_history.json").write_text(json.dumps(history, indent=1))
@@ -133,6 +181,10 @@ def train(config: TrainConfig, store: Store) -> tuple[Path, bool]:
         "trainer": {"trl_args": {k: v for k, v in args.items() if k != "output_dir"}, "use_cpu": use_cpu},
         "metrics": {**result.metrics, **_last_training_metrics(history)},
         "steps": result.global_step,
+        **default_template,
+        **({"adapter": adapter_lineage(config, trainer.model)} if config.lora else {}),
+        **({"checkpoints": selection_record(config.method, config.checkpoint_rule(), config.eval_share,
+                                            (len(dataset), len(evaluation)), history, trainer.state)} if evaluation is not None else {}),
         "train_seconds": round(time.perf_counter() - started, 1),
         "identity_sha256": stable_hash(identity),
         "code_version": code_version(),
@@ -144,6 +196,15 @@ def train(config: TrainConfig, store: Store) -> tuple[Path, bool]:
     write_model_card(work, lineage)
     os.replace(work, final)
     return final, True
+
+
+def adapter_lineage(config: TrainConfig, model) -> dict:
+    return {
+        "kind": "qlora" if config.load_in_4bit else "lora", "folder": ADAPTER_FOLDER, "merged": True,
+        "r": config.lora_r, "alpha": config.lora_alpha, "dropout": config.lora_dropout,
+        "target_modules": config.lora_target_modules, "load_in_4bit": config.load_in_4bit,
+        "parameters": trainable_parameters(model),
+    }
 
 
 def _config(path: Path):

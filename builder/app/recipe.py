@@ -27,7 +27,8 @@ from builder.stages.configs import ImportOasstConfig, MakeEftConfig, MakePairsCo
 from trainers.configs import METHOD_DEFAULTS, TrainConfig
 
 GENERATION_KEYS = ("backend", "batch_size", "dtype")  # `generation:` settings, shared by every step that generates
-TOP_LEVEL = {"name", "base", "seed", "judge_template", "generation", "import_oasst", "seed_data", "make_eft", "mix_sft", "sft", "iteration", "iterations"}
+TOP_LEVEL = {"name", "base", "seed", "judge_template", "generation", "import_oasst", "seed_data", "ift_sft", "make_eft", "mix_sft", "sft",
+             "iteration", "iterations"}
 SEED_DATA = {"ift", "ranked", "eft"}
 ITERATION_STEPS = ("make_prompts", "make_pairs", "dpo")
 TRAINING_KEYS = {f.name for f in fields(TrainConfig)} - {"method", "base", "data", "name"}  # the rest the loop wires
@@ -105,14 +106,25 @@ def plan(raw: dict, store: Store) -> list[Step]:
         steps.append(_step("import-oasst", "import-oasst", ImportOasstConfig, "import_oasst", raw["import_oasst"], shared, {}))
         seed_data = {"ift": From("import-oasst"), "ranked": From("import-oasst")} | {k: v for k, v in seed_data.items() if v}
     eft = seed_data.get("eft")
+    judge = base
+    if raw.get("ift_sft") is not None:  # the paper: EFT is labelled by a model SFT-trained on IFT data only
+        if raw.get("make_eft") is None:
+            raise BuilderError("ift_sft: it trains the model that labels make_eft's data; add a make_eft section")
+        ift_sft = _mapping(raw["ift_sft"], "ift_sft", TRAINING_KEYS | {"name"})
+        judge = _typed(ift_sft.get("name"), str, "ift_sft.name")
+        steps.append(_step("ift mix-sft", "mix-sft", MixSftConfig, "mix_sft", raw.get("mix_sft") or {}, shared,
+                           {"ift": seed_data.get("ift"), "eft": None, "ift_only": True}))
+        steps.append(_training_step(judge, "sft", "ift_sft", ift_sft, base, From("ift mix-sft"), common["seed"]))
     if raw.get("make_eft") is not None:
-        steps.append(_step("M0 make-eft", "make-eft", MakeEftConfig, "make_eft", raw["make_eft"], shared,
-                           {"ranked": seed_data.get("ranked"), "model": base}))
+        steps.append(_step(f"{'M0' if judge == base else judge} make-eft", "make-eft", MakeEftConfig, "make_eft", raw["make_eft"], shared,
+                           {"ranked": seed_data.get("ranked"), "model": judge}))
         eft = From(steps[-1].label)
     steps.append(_step("mix-sft", "mix-sft", MixSftConfig, "mix_sft", raw.get("mix_sft") or {}, shared,
                        {"ift": seed_data.get("ift"), "eft": eft}))
     sft = _mapping(raw.get("sft"), "sft", TRAINING_KEYS | {"name"})
     first = _typed(sft.get("name"), str, "sft.name")
+    if first == judge:
+        raise BuilderError(f"sft.name: {first!r} is already the name of the IFT-only model (ift_sft.name)")
     steps.append(_training_step(first, "sft", "sft", sft, base, From("mix-sft"), common["seed"]))
 
     return steps + iteration_steps(raw, first, shared, seed_data.get("ift"), store)

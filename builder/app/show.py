@@ -39,14 +39,14 @@ def versions_table(store: Store) -> Table:
 
 
 def models_table(models: list[dict]) -> Table:
-    from builder.core.registry import ancestry, final_metrics
+    from builder.core.registry import ancestry, checkpoint_summary, final_metrics
 
     by_name = {m["name"]: m for m in models}
     table = Table(title="models", title_justify="left")
     for column in ("name", "lineage", "training", "final metrics"):
         table.add_column(column, overflow="fold", no_wrap=column == "lineage", ratio=None if column in ("name", "lineage") else 1)
     for m in models:
-        training = f"{m['method']}, {m['steps']} steps on {m['data']['version']}"
+        training = f"{m['method']}, {m['steps']} steps on {m['data']['version']}" + checkpoint_summary(m)
         table.add_row(m["name"], " → ".join(ancestry(m, by_name)), training, final_metrics(m["metrics"]))
     return table
 

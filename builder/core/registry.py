@@ -35,3 +35,13 @@ def ancestry(lineage: dict, by_name: dict[str, dict]) -> list[str]:
         base = by_name[base]["base"]["spec"]
     chain.append(base.rstrip("/").rsplit("/", 1)[-1] if base.startswith(("/", ".", "~")) else base)  # a folder by its name
     return chain[::-1]
+
+
+def checkpoint_summary(lineage: dict) -> str:
+    """'; step 4 of 2, 4, 6 (best eval_rewards/accuracies 0.5, 0.75, 0.75)' for a model picked on a held-out split."""
+    picked = lineage.get("checkpoints")
+    if not picked:
+        return ""
+    steps = ", ".join(str(e["step"]) for e in picked["evaluated"])
+    figures = ", ".join(f"{e[picked['metric']]:.3g}" for e in picked["evaluated"])
+    return f"; step {picked['chosen_step']} of {steps} ({picked['rule']} {picked['metric']} {figures})"

@@ -12,6 +12,7 @@ from typing import Protocol
 from builder.core.errors import BuilderError
 from builder.core.progress import quiet_transformers
 from builder.core.records import Completion, Request
+from builder.engines.chat_template import ensure_chat_template
 from builder.engines.context import ContextWindow, local_window
 from builder.engines.models import ModelRef
 from builder.engines.options import DTYPES
@@ -48,8 +49,7 @@ class TransformersGenerator:
             self.model = AutoModelForCausalLM.from_pretrained(model.path, dtype=getattr(torch, dtype)).to(self.device)
         except (OSError, ValueError) as error:
             raise BuilderError(f"cannot load model from {model.path}: {str(error).splitlines()[0]}") from None
-        if not self.tokenizer.chat_template:
-            raise BuilderError(f"model {model.spec!r} has no chat template; the builder needs a chat model")
+        default_template = ensure_chat_template(self.tokenizer)  # a base model reads the builder's default
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -58,7 +58,7 @@ class TransformersGenerator:
         self.stop_ids = self._stop_token_ids()
         self.batch_size = batch_size
         # batch_size is part of the identity: it decides which requests share a random stream.
-        self.identity = {"backend": "transformers", "model": model.fingerprint, "dtype": dtype, "batch_size": batch_size}
+        self.identity = {"backend": "transformers", "model": model.fingerprint, "dtype": dtype, "batch_size": batch_size} | default_template
 
     def _stop_token_ids(self) -> set[int]:
         ids = self.model.generation_config.eos_token_id

@@ -5,6 +5,7 @@ import os
 
 from builder.core.errors import BuilderError
 from builder.core.records import Completion, Request
+from builder.engines.chat_template import DEFAULT_CHAT_TEMPLATE, chat_template_record
 from builder.engines.context import local_window
 from builder.engines.models import ModelRef
 
@@ -69,14 +70,19 @@ class VllmGenerator:
             )
         except (OSError, ValueError) as error:
             raise BuilderError(f"vLLM cannot load {model.path}: {str(error).splitlines()[0]}") from None
+        # A base model without a chat template reads the builder's default one (recorded in the identity).
+        own = getattr(self.llm.get_tokenizer(), "chat_template", None)
+        self.chat_template = None if own else DEFAULT_CHAT_TEMPLATE
+        default = {} if own else chat_template_record()
         # tensor_parallel_size and max_model_len change speed and what fits, not the answers.
         engine_config = self.llm.model_config
         self.context = local_window(self.llm.get_tokenizer(), engine_config.hf_config, engine_config.max_model_len)
-        self.identity = {"backend": "vllm", "model": model.fingerprint, "dtype": dtype}
+        self.identity = {"backend": "vllm", "model": model.fingerprint, "dtype": dtype} | default
 
     def generate(self, requests: list[Request]) -> list[list[Completion]]:
         outputs = self.llm.chat(
-            [list(r.messages) for r in requests], sampling_params=[sampling_params(r) for r in requests], use_tqdm=False
+            [list(r.messages) for r in requests], sampling_params=[sampling_params(r) for r in requests], use_tqdm=False,
+            chat_template=self.chat_template,
         )
         answers = []
         for request, output in zip(requests, outputs, strict=True):

@@ -6,7 +6,11 @@ Rules (the paper's, made explicit):
 - a candidate with no parsed judgment is never a label;
 - a prompt with fewer than two scored candidates gives no pair;
 - chosen = highest mean, rejected = lowest mean, ties broken by the lower sample index;
-- a prompt whose highest and lowest means are equal is dropped as a tie.
+- a prompt whose highest and lowest means are equal is dropped as a tie;
+- with length control ρ (off by default): chosen = the shortest (fewest tokens, then the lower sample index)
+  of the candidates whose mean is within ρ of the highest and above the lowest, so that a longer answer
+  is not preferred for a score difference the judge cannot really tell apart (Meta-Rewarding's remedy for
+  self-rewarding's drift to longer answers); rejected stays the lowest mean.
 """
 
 import polars as pl
@@ -26,16 +30,29 @@ def score_candidates(candidates: pl.DataFrame, judgments: pl.DataFrame) -> pl.Da
     )
 
 
-def select_pairs(prompts: pl.DataFrame, scored: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+LENGTH_CONTROL_RULE = ("chosen = the shortest (tokens, then sample index) candidate whose mean is within rho of the highest "
+                       "and above the lowest; rejected = the lowest mean")
+
+
+def chosen_first(length_control: float | None) -> tuple[list[pl.Expr], list[bool]]:
+    """Sort keys (and their directions) that put one prompt's chosen candidate first among its scored candidates."""
+    if length_control is None:
+        return [pl.col("score_mean"), pl.col("sample_index")], [True, False]
+    eligible = (pl.col("score_mean") >= pl.col("score_mean").max() - length_control) & (pl.col("score_mean") > pl.col("score_mean").min())
+    return [eligible, pl.col("n_tokens"), pl.col("sample_index")], [True, False, False]
+
+
+def select_pairs(prompts: pl.DataFrame, scored: pl.DataFrame, length_control: float | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Returns (pairs, prompts dropped at this stage)."""
+    keys, descending = chosen_first(length_control)
     by_prompt = (
         scored.filter(pl.col("n_scored") > 0)
         .group_by("prompt_id")
         .agg(
             pl.len().alias("n_scored_candidates"),
-            pl.col("candidate_id").sort_by("score_mean", "sample_index", descending=[True, False]).first().alias("chosen_id"),
+            pl.col("candidate_id").sort_by(keys, descending=descending).first().alias("chosen_id"),
             pl.col("candidate_id").sort_by("score_mean", "sample_index", descending=[False, False]).first().alias("rejected_id"),
-            pl.col("score_mean").max().alias("score_chosen"),
+            pl.col("score_mean").sort_by(keys, descending=descending).first().alias("score_chosen"),
             pl.col("score_mean").min().alias("score_rejected"),
         )
     )
@@ -85,8 +102,8 @@ def unlabelled(scored: pl.DataFrame, judgments: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([bad_judgments, unscored])
 
 
-def build_labels(prompts: pl.DataFrame, candidates: pl.DataFrame, judgments: pl.DataFrame):
+def build_labels(prompts: pl.DataFrame, candidates: pl.DataFrame, judgments: pl.DataFrame, length_control: float | None = None):
     """(candidates with their scores, pairs, dropped rows) from the three raw tables."""
     scored = score_candidates(candidates, judgments)
-    pairs, dropped_prompts = select_pairs(prompts, scored)
+    pairs, dropped_prompts = select_pairs(prompts, scored, length_control)
     return scored, pairs, pl.concat([unlabelled(scored, judgments), dropped_prompts])

@@ -4,6 +4,7 @@ nothing heavy, so `builder --help` stays fast."""
 
 from dataclasses import MISSING, dataclass
 
+from builder.core.errors import BuilderError
 from builder.core.knobs import check_knobs, default, knob
 from builder.engines.options import EngineKnobs, JudgeModelKnobs, ModelKnobs, SamplingKnobs
 from builder.judging.options import JudgeKnobs
@@ -22,6 +23,8 @@ class MakePairsConfig(ModelKnobs, SamplingKnobs, JudgeModelKnobs, JudgeKnobs, En
     prompts: str | None = knob(None, PROMPTS_HELP, short="-p")
     limit: int | None = knob(None, LIMIT_HELP, rule="positive")
     n_samples: int = knob(4, "Candidates per prompt (N)", rule="at_least_2", short="-n")
+    length_control: float | None = knob(None, "RHO: the chosen response is the shortest candidate whose mean score is within RHO "
+                                              "of the best (and above the worst) [default: off, the highest mean]", rule="non_negative")
 
     def validate(self) -> None:
         check_knobs(self)
@@ -36,6 +39,7 @@ class MakeEftConfig(ModelKnobs, JudgeKnobs, EngineKnobs):
     ranked: str | None = knob(None, RANKED_HELP, short="-r")
     held_out: float = knob(0.2, "Share of groups held out for reward-model evaluation", rule="share")
     limit: int | None = knob(None, LIMIT_HELP, rule="positive")
+    rebalance: bool = knob(False, "Down-sample the most common score of the EFT examples to the next most common one's count, as the paper does")
 
     def validate(self) -> None:
         check_knobs(self)
@@ -70,9 +74,12 @@ class MixSftConfig:
     judge_template: str | None = knob(None, "The judge template the EFT prompts are rendered with [default: the additive 5-point template]",
                                       path=True)
     seed: int = knob(0, "Shuffle seed")
+    ift_only: bool = knob(False, "IFT examples only: the data of the IFT-only model that labels make-eft in the paper")
 
     def validate(self) -> None:
         check_knobs(self)
+        if self.ift_only and self.eft is not None:
+            raise BuilderError("--ift-only and --eft exclude each other")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -61,7 +61,7 @@ def make_eft(config: MakeEftConfig, store: Store) -> tuple[Version, bool]:
         "input": stable_hash(candidates.select("candidate_id", "response", "human_rank").rows()),
         "held_out": config.held_out, "model": model_ref.fingerprint, "sampling": asdict(sampling),
         "judge_template": template.sha256, "engine": engine, "seed": config.seed,
-    }
+    } | ({"rebalance": REBALANCE_RULE} if config.rebalance else {})
 
     def run(vid: str) -> StageOutput:
         train_prompts = prompts.filter(~pl.col("prompt_id").is_in(list(heldout)))
@@ -72,7 +72,8 @@ def make_eft(config: MakeEftConfig, store: Store) -> tuple[Version, bool]:
         judging_s = time.perf_counter() - started
         scored = score_candidates(train, judgments).sort("candidate_id")
         groups = agreement(scored)
-        examples = eft_examples(groups, scored, judgments, train_prompts, template)
+        all_examples = eft_examples(groups, scored, judgments, train_prompts, template)
+        examples, down_sampled = rebalance(all_examples, config.seed) if config.rebalance else (all_examples, all_examples.clear())
         tables = {
             "eft": examples,
             "groups": groups,
@@ -80,10 +81,14 @@ def make_eft(config: MakeEftConfig, store: Store) -> tuple[Version, bool]:
             "judgments": judgments.sort("judgment_id"),
             "heldout": ranked_format(prompts.filter(pl.col("prompt_id").is_in(list(heldout))), candidates),
             "prompts": prompts,
-            "dropped": pl.concat([dropped_groups, rejected(groups), unlabelled(scored, judgments)]),
+            "dropped": pl.concat([dropped_groups, rejected(groups), unlabelled(scored, judgments), rebalanced(down_sampled)]),
         }
         judged = groups.filter(pl.col("reason").fill_null("") != "no_human_order").height
         agreeing = int(groups["agrees"].sum())
+        extra = {"agreement_rule": "every pair of differently ranked responses strictly ordered the same way by mean score"}
+        if config.rebalance:
+            extra["rebalance"] = {"rule": REBALANCE_RULE, "scores_before": score_counts(all_examples),
+                                  "scores_after": score_counts(examples), "down_sampled": down_sampled.height}
         manifest = Manifest(
             kind="eft",
             parent=source.parent,
@@ -92,7 +97,7 @@ def make_eft(config: MakeEftConfig, store: Store) -> tuple[Version, bool]:
             sampling={"judgments": asdict(sampling)},
             judge=template.to_json(),
             seed=config.seed,
-            extra={"agreement_rule": "every pair of differently ranked responses strictly ordered the same way by mean score"},
+            extra=extra,
             stats={
                 "groups": prompts.height,
                 "heldout_groups": len(heldout),
@@ -102,7 +107,7 @@ def make_eft(config: MakeEftConfig, store: Store) -> tuple[Version, bool]:
                 "eft_examples": examples.height,
                 "judgments": judgments.height,
                 "unparsed_judgments": int(judgments["score"].null_count()),
-            },
+            } | ({"rebalanced_away": down_sampled.height} if config.rebalance else {}),
             timing_s={"judgments": round(judging_s, 2)},
         )
         return StageOutput(tables, manifest, render_kind_card)
@@ -145,6 +150,32 @@ def eft_examples(groups: pl.DataFrame, scored: pl.DataFrame, judgments: pl.DataF
         "prompt_id", "candidate_id", "judgment_id", "prompt", "response", pl.col("raw").alias("judgment"), "score", "human_rank",
         pl.concat_list(turn("user", "judge_prompt"), turn("assistant", "raw")).alias("messages"),
     )
+
+
+REBALANCE_RULE = "the most common score is down-sampled to the count of the next most common (seeded, by example)"
+
+
+def score_counts(examples: pl.DataFrame) -> dict[str, int]:
+    return {f"{score:g}": n for score, n in examples.group_by("score").len().sort("score").iter_rows()}
+
+
+def rebalance(examples: pl.DataFrame, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(kept, down-sampled): the examples of the most common score are cut to the count of the next most common
+    score, keeping those with the lowest seeded hash of their candidate id, so the score distribution is flatter
+    (the paper's EFT rebalancing). With a single score, or two scores tied for most common, nothing changes."""
+    counts = examples.group_by("score").len().sort("len", "score", descending=[True, False])
+    if counts.height < 2 or counts["len"][0] == counts["len"][1]:
+        return examples, examples.clear()
+    top, keep = counts["score"][0], counts["len"][1]
+    candidates = examples.filter(pl.col("score") == top)["candidate_id"].to_list()
+    cut = sorted(candidates, key=lambda c: hashlib.sha256(f"{seed}:{c}".encode()).hexdigest())[keep:]
+    down = pl.col("candidate_id").is_in(cut)
+    return examples.filter(~down), examples.filter(down)
+
+
+def rebalanced(down_sampled: pl.DataFrame) -> pl.DataFrame:
+    """An EFT example (one judgment of a candidate) left out to flatten the score distribution."""
+    return drops(down_sampled, "judgment", "rebalanced", pl.format("score {} down-sampled", pl.col("score").cast(pl.Int64)))
 
 
 def ranked_format(prompts: pl.DataFrame, candidates: pl.DataFrame) -> pl.DataFrame:

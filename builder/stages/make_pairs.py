@@ -22,7 +22,7 @@ from builder.engines.runner import run_requests
 from builder.judging.health import pairs_health
 from builder.judging.judge import load_template
 from builder.judging.score import judge_candidates
-from builder.stages.aggregate import build_labels
+from builder.stages.aggregate import LENGTH_CONTROL_RULE, build_labels, select_pairs
 from builder.stages.configs import MakePairsConfig
 from builder.stages.fit_context import context_record, drop_too_long
 from builder.stages.pairs_card import render_pairs_card
@@ -49,7 +49,8 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
         "judgments": asdict(judge_sampling),
         "judge_template": template.sha256,
         "seed": config.seed,
-    } | ({"judge_engine": {"backend": judge_backend}} if judge_backend != config.backend else {})
+    } | ({"judge_engine": {"backend": judge_backend}} if judge_backend != config.backend else {}) \
+      | ({"length_control": config.length_control} if config.length_control is not None else {})
 
     def run(vid: str) -> StageOutput:
         options = {"dtype": config.dtype, "batch_size": config.batch_size, "engine_options": config.engine_options}
@@ -64,7 +65,7 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
         judgments = judge_candidates(judge, template, fitting, candidates, judge_sampling, config.seed, store, config.batch_size)
         judgments_s = time.perf_counter() - started - candidates_s
 
-        scored, pairs, dropped = build_labels(fitting, candidates, judgments)
+        scored, pairs, dropped = build_labels(fitting, candidates, judgments, config.length_control)
         tables = {
             "prompts": fitting,
             "candidates": scored.sort("candidate_id"),
@@ -72,6 +73,9 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
             "pairs": pairs,
             "dropped": pl.concat([dropped_prompts, too_long, dropped]).sort("level", "prompt_id", "candidate_id", "judgment_id", nulls_last=True),
         }
+        extra = {"context": context_record(policy, judge)}
+        if config.length_control is not None:
+            extra["length_control"] = length_control_record(fitting, scored, pairs, config.length_control)
         manifest = Manifest(
             kind="pairs",
             parent=source.parent_version,
@@ -83,12 +87,28 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
             seed=config.seed,
             stats=pairs_stats(tables),
             health=pairs_health(tables),
-            extra={"context": context_record(policy, judge)},
+            extra=extra,
             timing_s={"candidates": round(candidates_s, 2), "judgments": round(judgments_s, 2)},
         )
         return StageOutput(tables, manifest, render_pairs_card)
 
     return build_version(store, "pairs", identity, run)
+
+
+def length_control_record(prompts: pl.DataFrame, scored: pl.DataFrame, pairs: pl.DataFrame, rho: float) -> dict:
+    """The rule, its parameter, and what it changed: the chosen-minus-rejected length gap with and without it."""
+    plain, _ = select_pairs(prompts, scored)
+    changed = pairs.join(plain.select("prompt_id", pl.col("chosen_id").alias("plain_id")), on="prompt_id")
+    return {
+        "rho": rho, "rule": LENGTH_CONTROL_RULE,
+        "chosen_changed": changed.filter(pl.col("chosen_id") != pl.col("plain_id")).height,
+        "chosen_minus_rejected_tokens": _mean_gap(pairs), "chosen_minus_rejected_tokens_without": _mean_gap(plain),
+    }
+
+
+def _mean_gap(pairs: pl.DataFrame) -> float | None:
+    gap = (pairs["chosen_tokens"] - pairs["rejected_tokens"]).mean()
+    return None if gap is None else round(gap, 2)
 
 
 def generate_candidates(policy: Generator, prompts: pl.DataFrame, sampling: Sampling, seed: int, store: Store, batch_size: int) -> pl.DataFrame:

@@ -40,6 +40,7 @@ def render_pairs_card(manifest: Manifest, tables: dict[str, pl.DataFrame]) -> st
         counts=manifest.counts,
         stats=manifest.stats,
         health=manifest.health,
+        length_control=manifest.extra.get("length_control"),
         warnings=warnings_for(manifest.health) if manifest.health else [],
         pct=lambda rate: "n/a" if rate is None else f"{100 * rate:.1f}%",
         value=lambda number: "n/a" if number is None else number,

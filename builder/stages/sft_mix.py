@@ -18,9 +18,14 @@ from builder.stages.seed import load_seed
 
 
 def mix_sft(config: MixSftConfig, store: Store) -> tuple[Version, bool]:
+    config.validate()
     (ift, ift_source), (eft, eft_source) = load_seed(config.ift, "ift", store), load_seed(config.eft, "eft", store)
+    if config.ift_only:
+        eft = eft.clear()
     template = load_template(config.judge_template)
-    identity = {"ift": ift_source.fingerprint, "eft": eft_source.fingerprint, "judge_template": template.sha256, "seed": config.seed}
+    identity = {"ift": ift_source.fingerprint, "eft": None if config.ift_only else eft_source.fingerprint,
+                "judge_template": template.sha256, "seed": config.seed}
+
     def run(vid: str) -> StageOutput:
         ift_kept = ift.filter(pl.col("prompt").str.strip_chars() != "", pl.col("response").str.strip_chars() != "")
         unparsed = [j for j in eft["judgment"].to_list() if parse_judgment(Completion(j or "", "stop", 0)).score is None]
@@ -37,8 +42,8 @@ def mix_sft(config: MixSftConfig, store: Store) -> tuple[Version, bool]:
         ).sample(fraction=1.0, shuffle=True, seed=config.seed)
         manifest = Manifest(
             kind="sft",
-            parents=[p for p in (ift_source.parent, eft_source.parent) if p],
-            inputs={"ift": ift_source.to_json(), "eft": eft_source.to_json()},
+            parents=[p for p in (ift_source.parent, None if config.ift_only else eft_source.parent) if p],
+            inputs={"ift": ift_source.to_json()} | ({} if config.ift_only else {"eft": eft_source.to_json()}),
             judge=template.to_json(),
             seed=config.seed,
             stats={"ift_examples": ift_kept.height, "eft_examples": eft.height, "examples": examples.height},
