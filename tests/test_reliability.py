@@ -86,7 +86,7 @@ def test_leftovers_of_dead_runs_are_removed_and_live_ones_kept(tmp_path):
         path.mkdir() if path.name.startswith(".") else path.write_bytes(b"half")
     assert sorted(store.stale_partials()) == sorted(leftovers)
     repaired = run_builder("verify", "--repair", "--store", store.root, check=True)
-    assert "removed 2 leftovers" in repaired.stderr
+    assert "removed 2 leftovers" in repaired.stdout
     assert not any(p.exists() for p in leftovers) and all(p.exists() for p in running)
     assert run_builder("verify", version.id, "--repair", "--store", store.root).returncode == 0
 

@@ -198,12 +198,12 @@ def test_make_eft_rebalance_is_recorded_and_part_of_the_identity(tiny_model, tmp
     assert plain != flat
     manifest = json.loads((store / flat / "manifest.json").read_text())
     assert "rebalance" not in json.loads((store / plain / "manifest.json").read_text())["identity"]
-    assert manifest["identity"]["rebalance"] and manifest["rebalance"]["rule"].startswith("the most common score")
-    before, after = manifest["rebalance"]["scores_before"], manifest["rebalance"]["scores_after"]
-    assert sum(before.values()) - sum(after.values()) == manifest["rebalance"]["down_sampled"] == manifest["stats"]["rebalanced_away"]
+    assert manifest["identity"]["rebalance"] and manifest["extra"]["rebalance"]["rule"].startswith("the most common score")
+    before, after = manifest["extra"]["rebalance"]["scores_before"], manifest["extra"]["rebalance"]["scores_after"]
+    assert sum(before.values()) - sum(after.values()) == manifest["extra"]["rebalance"]["down_sampled"] == manifest["stats"]["rebalanced_away"]
     assert sum(after.values()) == manifest["stats"]["eft_examples"]
     query = f"SELECT count(*) FROM dropped WHERE version = '{flat}' AND reason = 'rebalanced'"
-    assert run_builder("query", "--store", store, "--format", "csv", query, check=True).stdout.split()[-1] == str(manifest["rebalance"]["down_sampled"])
+    assert run_builder("query", "--store", store, "--format", "csv", query, check=True).stdout.split()[-1] == str(manifest["extra"]["rebalance"]["down_sampled"])
 
     ift = run_builder("mix-sft", "--ift-only", "--store", store, check=True).stdout.strip().splitlines()[-1]
     assert json.loads((store / ift / "manifest.json").read_text())["stats"]["eft_examples"] == 0
@@ -261,8 +261,8 @@ def test_make_pairs_length_control_is_recorded_only_when_on(tiny_model, pairs_st
     version = controlled.stdout.strip().splitlines()[-1]
     assert version != pairs
     manifest = json.loads((store / version / "manifest.json").read_text())
-    assert manifest["identity"]["length_control"] == 1.0 and "length_control" not in json.loads((store / pairs / "manifest.json").read_text())
-    record = manifest["length_control"]
+    assert manifest["identity"]["length_control"] == 1.0 and "length_control" not in json.loads((store / pairs / "manifest.json").read_text())["extra"]
+    record = manifest["extra"]["length_control"]
     assert record["rho"] == 1.0 and record["rule"].startswith("chosen = the shortest")
     plain_gap = json.loads((store / pairs / "manifest.json").read_text())["health"]["chosen_minus_rejected_tokens"]
     assert record["chosen_minus_rejected_tokens_without"] == plain_gap
