@@ -138,8 +138,9 @@ def train(config: TrainConfig, store: Store) -> tuple[Path, bool]:
         args |= selection_arguments(config.method, config.checkpoint_rule(), config.save_steps, config.micro_batch_size)
     dropout = {f: config.dropout for f in DROPOUT_FIELDS if hasattr(_config(base.path), f)}
     dtype = torch.float32 if use_cpu else torch.bfloat16
-    # Each process quantizes its own copy onto its own GPU.
-    quantized = {"quantization_config": four_bit_config(use_cpu), "device_map": {"": int(os.environ.get("LOCAL_RANK", "0"))}} if config.load_in_4bit else {}
+    quantized = {}
+    if config.load_in_4bit:  # each process quantizes its own copy onto its own GPU
+        quantized = {"quantization_config": four_bit_config(use_cpu), "device_map": {"": int(os.environ.get("LOCAL_RANK", "0"))}}
     model = AutoModelForCausalLM.from_pretrained(base.path, dtype=dtype, **quantized, **dropout)
     tokenizer = AutoTokenizer.from_pretrained(base.path)
     default_template = ensure_chat_template(tokenizer)  # saved with the model, so the models after it carry it
