@@ -1,8 +1,11 @@
-"""Answering requests through the generation cache: fixed batches, every batch saved as soon as it returns,
-and nothing asked twice."""
+"""Answering requests through the generation cache: fixed batches, every answer saved within a second of
+its arrival, and nothing asked twice. Answers are not kept in memory while they are made: they are read back
+from the cache, as a table, once every request has one."""
 
 import time
 from collections.abc import Iterator
+
+import polars as pl
 
 from builder.core.cache import GenerationCache
 from builder.core.progress import progress_bar
@@ -21,34 +24,42 @@ def plan_batches(requests: list[Request], batch_size: int) -> Iterator[list[Requ
 def run_requests(
     generator: Generator, requests: list[Request], cache: GenerationCache, batch_size: int, label: str
 ) -> dict[str, list[Completion]]:
-    """Answer every request, from the cache where possible, saving each new batch as soon as it is done."""
+    """Answer every request, from the cache where possible: {request key: its completions}."""
+    fill_cache(generator, requests, cache, batch_size, label)
+    return cache.load(r.key for r in requests)
+
+
+def answer_table(generator: Generator, requests: list[Request], cache: GenerationCache, batch_size: int, label: str) -> pl.DataFrame:
+    """Answer every request, from the cache where possible: one row per (key, sample), with its text,
+    finish_reason and n_tokens."""
+    fill_cache(generator, requests, cache, batch_size, label)
+    return cache.table(r.key for r in requests)
+
+
+def fill_cache(generator: Generator, requests: list[Request], cache: GenerationCache, batch_size: int, label: str) -> None:
+    """Ask the generator for every request the cache has no answer to, saving answers as they come."""
     unique = list({r.key: r for r in requests}.values())
-    done = cache.load({r.key for r in unique})
-    with progress_bar() as bar:
+    done = cache.cached_keys(r.key for r in unique)
+    with progress_bar() as bar, ShardWriter(cache) as writer:
         task = bar.add_task(label, total=len(unique), completed=sum(r.key in done for r in unique))
+
+        def keep(request: Request, completions: list[Completion]) -> None:
+            check_count(request, completions)
+            writer.add(request, completions)
+            bar.advance(task, 1)
+
         if hasattr(generator, "generate_streaming"):
             missing = [r for batch in plan_batches(unique, batch_size) for r in batch if r.key not in done]
-            with ShardWriter(cache) as writer:
-
-                def keep(request: Request, completions: list[Completion]) -> None:
-                    check_count(request, completions)
-                    writer.add(request, completions)
-                    done[request.key] = completions
-                    bar.advance(task, 1)
-
-                generator.generate_streaming(missing, keep)
-            return done
+            generator.generate_streaming(missing, keep)
+            return
         for batch in plan_batches(unique, batch_size):
             missing = [r for r in batch if r.key not in done]
-            if not missing:
-                continue
-            answers = generator.generate(missing)
-            for request, completions in zip(missing, answers, strict=True):
-                check_count(request, completions)
-            cache.save(missing, answers)
-            done.update((r.key, a) for r, a in zip(missing, answers))
-            bar.advance(task, len(missing))
-    return done
+            if missing:
+                answers = generator.generate(missing)
+                for request, completions in zip(missing, answers, strict=True):
+                    check_count(request, completions)
+                writer.add_batch(missing, answers)
+                bar.advance(task, len(missing))
 
 
 def check_count(request: Request, completions: list[Completion]) -> None:
@@ -57,7 +68,8 @@ def check_count(request: Request, completions: list[Completion]) -> None:
 
 
 class ShardWriter:
-    """Saves answers that arrive one by one: a shard at most every `interval` seconds, and whatever is
+    """Saves answers as they arrive: a shard as soon as `interval` seconds have passed since the last one
+    (so a batch that took longer than that is saved at once, and fast batches share a shard), and whatever is
     pending when the run ends or fails (a dead server must not cost the answers already received)."""
 
     def __init__(self, cache: GenerationCache, interval: float = 1.0):
@@ -66,7 +78,10 @@ class ShardWriter:
         self.last_flush = time.monotonic()
 
     def add(self, request: Request, completions: list[Completion]) -> None:
-        self.pending.append((request, completions))
+        self.add_batch([request], [completions])
+
+    def add_batch(self, requests: list[Request], answers: list[list[Completion]]) -> None:
+        self.pending.extend(zip(requests, answers, strict=True))
         if time.monotonic() - self.last_flush >= self.interval:
             self.flush()
 
