@@ -107,3 +107,15 @@ def test_a_process_killed_at_any_point_loses_no_saved_row(tmp_path, saves_before
     assert set(found) == set(saved) and all(found[k] == [Completion(k, "stop", 1)] for k in saved)
     save(cache, ["after"])  # and the cache goes on working
     assert set(cache.cached_keys(saved + ["after"])) == set(saved) | {"after"}
+
+
+@pytest.mark.parametrize("messages", [[{"role": "user", "content": "hi"}], [{"content": "é \"q\" \n ✓ 🙂", "role": "user"}], []])
+def test_request_keys_are_the_stable_hash_of_the_request_they_always_were(messages):
+    # Keys name cached answers: a change here would orphan every cache. They must stay this exact hash.
+    from dataclasses import asdict
+
+    from builder.core.records import make_request, stable_hash
+
+    identity, sampling = {"model": "sha256:ab", "backend": "transformers", "batch_size": 16}, Sampling(4, 0.7, 0.9, 256)
+    expected = stable_hash({"generator": identity, "messages": messages, "sampling": asdict(sampling), "seed": 7})
+    assert make_request(identity, messages, sampling, 7).key == expected
