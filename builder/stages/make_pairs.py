@@ -11,14 +11,20 @@ import polars as pl
 
 from builder.core.errors import BuilderError
 from builder.core.prompts import load_prompts
-from builder.core.records import Request, Sampling, make_request, stable_hash
+from builder.core.records import (
+    Request,
+    Sampling,
+    make_request,
+    request_key,
+    stable_hash,
+)
 from builder.core.schemas import CANDIDATES_SCHEMA
 from builder.core.stats import pairs_stats
 from builder.core.store import Store, Version, version_id
 from builder.engines.generators import Generator, load_generator, resolve_dtype
 from builder.engines.models import resolve_model
 from builder.engines.options import EngineOptions, judge_engine
-from builder.engines.runner import answer_table
+from builder.engines.runner import answer_lazily
 from builder.judging.health import pairs_health
 from builder.judging.judge import load_template
 from builder.judging.score import judge_candidates
@@ -128,11 +134,27 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
 
 
 def generate_candidates(policy: Generator, prompts: pl.DataFrame, sampling: Sampling, seed: int, store: Store, batch_size: int) -> pl.DataFrame:
-    requests = candidate_requests(policy, prompts, sampling, seed)
-    asked = pl.DataFrame({"prompt_id": prompts["prompt_id"], "request_key": [r.key for r in requests]}).with_row_index("order")
-    answers = answer_table(policy, requests, store.generation_cache(policy.identity), batch_size, "candidates")
+    asked = pl.concat(
+        [
+            pl.DataFrame(
+                {
+                    "key": [request_key(policy.identity, m, sampling, seed) for m in chunk],
+                    "length": [sum(len(turn["content"]) for turn in m) for m in chunk],
+                },
+                schema={"key": pl.String, "length": pl.Int64},
+            )
+            for chunk in (part["messages"].to_list() for part in prompts.select("messages").iter_slices(1 << 16))
+        ]
+    )
+
+    def build(rows: list[int]) -> list[Request]:
+        return [make_request(policy.identity, m, sampling, seed) for m in prompts["messages"][rows].to_list()]
+
+    answers = answer_lazily(policy, asked, build, store.generation_cache(policy.identity), batch_size, "candidates")
     return (
-        asked.join(answers, left_on="request_key", right_on="key")
+        prompts.select("prompt_id", asked["key"].alias("request_key"))
+        .with_row_index("order")
+        .join(answers, left_on="request_key", right_on="key")
         .sort("order", "sample")
         .select(
             pl.format("{}-c{}", "prompt_id", "sample").alias("candidate_id"),
