@@ -9,10 +9,12 @@ The cache is a folder of parquet shards, each row one sample of one request (key
   holds `fan_in` shards or more, they are merged into one shard of the next level (written under a new
   name, renamed into place, and only then are the merged ones deleted). A reader that sees both the merged
   shard and its inputs reads some rows twice; every read keeps one row per (key, sample), so that is harmless,
-  and a kill at any point leaves a readable cache that has lost nothing.
+  and a kill at any point leaves a readable cache that has lost nothing. A merged shard names its inputs in
+  its parquet metadata, so that inputs left behind by a kill are deleted by the next compaction.
 """
 
 import fcntl
+import json
 import os
 import re
 from collections.abc import Iterable
@@ -99,10 +101,17 @@ class GenerationCache:
             except BlockingIOError:
                 return
             try:
+                self._delete_merged_leftovers()
                 while full := self._full_level():
                     merge(full, self.folder / f"L{shard_level(full[0]) + 1}-{stable_hash([p.name for p in full])[:24]}.parquet")
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _delete_merged_leftovers(self) -> None:
+        for shard in self.shards():
+            if shard_level(shard) > 0:
+                for name in json.loads(pl.read_parquet_metadata(shard).get("merged", "[]")):
+                    (self.folder / name).unlink(missing_ok=True)
 
     def _full_level(self) -> list[Path]:
         by_level: dict[int, list[Path]] = {}
@@ -114,12 +123,12 @@ class GenerationCache:
 def merge(shards: list[Path], target: Path) -> None:
     """One shard with every (key, sample) of these shards, published before they are deleted."""
     rows = pl.scan_parquet(shards, schema=SHARD_SCHEMA).unique(["key", "sample"], keep="first", maintain_order=True).collect()
-    write_atomically(rows, target)
+    write_atomically(rows, target, {"merged": json.dumps([shard.name for shard in shards])})
     for shard in shards:
         shard.unlink(missing_ok=True)
 
 
-def write_atomically(frame: pl.DataFrame, final: Path) -> None:
+def write_atomically(frame: pl.DataFrame, final: Path, metadata: dict[str, str] | None = None) -> None:
     partial = final.with_name(f".{final.name}.partial-{os.getpid()}")
-    frame.write_parquet(partial)
+    frame.write_parquet(partial, metadata=metadata)
     partial.replace(final)
