@@ -138,11 +138,11 @@ def test_backoff_is_full_jitter_under_a_growing_ceiling_and_honours_retry_after(
 
 class FaultyServer:
     """An OpenAI-compatible server on 127.0.0.1 whose first `failures` chat calls fail with `status` (and a
-    `Retry-After` header from `retry_after()`, if given); then it answers every call. It records when each
-    chat call arrived."""
+    `Retry-After` header from `retry_after()`, if given); then it answers every call, after `answer_delay`
+    seconds. It records when each chat call arrived."""
 
-    def __init__(self, failures: int, status: int = 429, retry_after=None):
-        self.failures, self.status, self.retry_after = failures, status, retry_after
+    def __init__(self, failures: int, status: int = 429, retry_after=None, answer_delay: float = 0.0):
+        self.failures, self.status, self.retry_after, self.answer_delay = failures, status, retry_after, answer_delay
         self.calls: list[tuple[float, int]] = []  # (arrival time, status sent)
         self.lock = threading.Lock()
         server = self
@@ -170,6 +170,7 @@ class FaultyServer:
                 if failing:
                     headers = {"Retry-After": server.retry_after()} if server.retry_after else {}
                     return self.reply(server.status, {"error": {"message": "slow down"}}, headers)
+                time.sleep(server.answer_delay)
                 text = body["messages"][-1]["content"]
                 choices = [{"index": i, "message": {"content": f"{text} #{i}"}, "finish_reason": "stop"} for i in range(body["n"])]
                 self.reply(200, {"choices": choices, "usage": {"completion_tokens": 2 * body["n"]}})
@@ -209,7 +210,8 @@ def test_no_call_reaches_a_server_before_its_retry_after_has_passed(header):
 
 
 def test_workers_refused_together_do_not_come_back_in_lock_step():
-    with FaultyServer(failures=4, status=503) as server:
+    # Answers take 0.1 s, so that the four retries are sent by four workers, at the times each one woke.
+    with FaultyServer(failures=4, status=503, answer_delay=0.1) as server:
         generator = pool(server, concurrency=4)
         generator.backoff = 0.4
         ask(generator, 4)
