@@ -1,65 +1,107 @@
 """Paid-for work is saved as it completes and never computed twice.
 
-The cache is a folder of parquet shards, one per finished batch (or, for backends that answer one request
-at a time, per second of answers), each row one sample of one request.
-A shard is written to a temporary name and renamed, so a kill leaves either a whole shard or none.
-Only successful completions are ever written: a failed call leaves no trace and is asked again.
-A shard that cannot be written (a full disk) stops the run with one line; the shards before it stay, and a
-half-written `*.partial-<pid>` file is removed (by this process at once, or later once its process is gone).
-A cache folder that cannot be written is found before anything is generated.
+The cache is a folder of parquet shards, each row one sample of one request (key, sample, text, …).
+- A shard is written to a temporary name and renamed, so a kill leaves either a whole shard or none.
+  Only successful completions are ever written: a failed call leaves no trace and is asked again.
+- Lookups are joins of the shards' key column against the requested keys: their cost grows with the
+  rows read, not with shards × keys.
+- Shards are compacted by level, so that their number stays small: a new shard is level 0; when a level
+  holds `fan_in` shards or more, they are merged into one shard of the next level (written under a new
+  name, renamed into place, and only then are the merged ones deleted). A reader that sees both the merged
+  shard and its inputs reads some rows twice; every read keeps one row per (key, sample), so that is harmless,
+  and a kill at any point leaves a readable cache that has lost nothing. A merged shard names its inputs in
+  its parquet metadata, so that inputs left behind by a kill are deleted by the next compaction.
+- A shard that cannot be written (a full disk) stops the run with one line; the shards before it stay, and a
+  half-written `*.partial-<pid>` file is removed (by this process at once, or later once its process is gone).
+  A cache folder that cannot be written is found before anything is generated.
 """
 
 import errno
+import fcntl
+import json
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import polars as pl
 
 from builder.core.errors import BuilderError
+from builder.core.files import io_problem, stale_partials
 from builder.core.records import Completion, Request, stable_hash
 
-_PARTIAL = re.compile(r"\.partial-(\d+)$")
-
 SHARD_SCHEMA = {"key": pl.String, "sample": pl.Int32, "text": pl.String, "finish_reason": pl.String, "n_tokens": pl.Int32}
+LEVEL = re.compile(r"^L(\d+)-")
+READ_ATTEMPTS = 5  # a concurrent compaction may delete a shard between listing and reading: list again
+
+
+def shard_level(path: Path) -> int:
+    """Level of a shard from its name: `L2-….parquet` is level 2; a plain `….parquet` (every new shard, and
+    every shard written before compaction existed) is level 0."""
+    match = LEVEL.match(path.name)
+    return int(match.group(1)) if match else 0
+
+
+def key_frame(keys: Iterable[str]) -> pl.LazyFrame:
+    series = keys if isinstance(keys, pl.Series) else pl.Series("key", list(keys), pl.String)
+    return pl.LazyFrame({"key": series.unique()})
 
 
 class GenerationCache:
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, fan_in: int = 16):
         self.folder = folder
+        self.fan_in = fan_in
         self.swept = False
 
-    def load(self, keys: set[str]) -> dict[str, list[Completion]]:
-        shards = sorted(self.folder.glob("*.parquet")) if self.folder.is_dir() else []
-        if not shards or not keys:
-            return {}
-        rows = (
-            pl.scan_parquet(shards, schema=SHARD_SCHEMA)
-            .filter(pl.col("key").is_in(list(keys)))
-            .unique(["key", "sample"], keep="first")
-            .sort("key", "sample")
-            .collect()
-        )
+    def shards(self) -> list[Path]:
+        return sorted(self.folder.glob("*.parquet")) if self.folder.is_dir() else []
+
+    def table(self, keys: Iterable[str], columns: tuple[str, ...] = tuple(SHARD_SCHEMA)) -> pl.DataFrame:
+        """The cached rows of these keys, one per (key, sample), sorted by key and sample."""
+        wanted = key_frame(keys)
+        for attempt in range(READ_ATTEMPTS):
+            shards = self.shards()
+            if not shards:
+                break
+            try:
+                return (
+                    pl.scan_parquet(shards, schema=SHARD_SCHEMA)
+                    .select(*dict.fromkeys(("key", "sample", *columns)))
+                    .join(wanted, on="key", how="semi")
+                    .unique(["key", "sample"], keep="first")
+                    .sort("key", "sample")
+                    .select(columns)
+                    .collect()
+                )
+            except (FileNotFoundError, pl.exceptions.ComputeError):
+                if attempt == READ_ATTEMPTS - 1 or all(s.exists() for s in shards):
+                    raise
+        return pl.DataFrame(schema={c: SHARD_SCHEMA[c] for c in columns})
+
+    def cached_keys(self, keys: Iterable[str]) -> set[str]:
+        """Those of the keys that have an answer in the cache."""
+        return set(self.table(keys, columns=("key",))["key"].unique().to_list())
+
+    def load(self, keys: Iterable[str]) -> dict[str, list[Completion]]:
         found: dict[str, list[Completion]] = {}
-        for key, text, reason, n_tokens in rows.select("key", "text", "finish_reason", "n_tokens").iter_rows():
+        for key, text, reason, n_tokens in self.table(keys).select("key", "text", "finish_reason", "n_tokens").iter_rows():
             found.setdefault(key, []).append(Completion(text, reason, n_tokens))
         return found
 
     def save(self, requests: list[Request], answers: list[list[Completion]]) -> None:
-        rows = [
-            {"key": r.key, "sample": i, "text": c.text, "finish_reason": c.finish_reason, "n_tokens": c.n_tokens}
-            for r, completions in zip(requests, answers, strict=True)
-            for i, c in enumerate(completions)
-        ]
+        """Write one level-0 shard of these answers, then compact if a level has grown full."""
+        columns: dict[str, list] = {name: [] for name in SHARD_SCHEMA}
+        for request, completions in zip(requests, answers, strict=True):
+            for i, c in enumerate(completions):
+                for name, value in zip(SHARD_SCHEMA, (request.key, i, c.text, c.finish_reason, c.n_tokens)):
+                    columns[name].append(value)
         final = self.folder / f"{stable_hash([r.key for r in requests])[:24]}.parquet"
-        partial = final.with_suffix(f".partial-{os.getpid()}")
         try:
             self.check_writable()
-            pl.DataFrame(rows, schema=SHARD_SCHEMA).write_parquet(partial)
-            partial.replace(final)
+            write_atomically(pl.DataFrame(columns, schema=SHARD_SCHEMA), final)
         except (OSError, pl.exceptions.PolarsError) as error:
-            partial.unlink(missing_ok=True)
             raise BuilderError(f"cannot save generations in {self.folder}: {io_problem(error)} (the batches saved before are kept)") from None
+        self.compact()
 
     def check_writable(self) -> None:
         """Called before anything is generated, so that a read-only store costs no paid work; also sweeps
@@ -76,33 +118,46 @@ class GenerationCache:
             raise BuilderError(f"cannot save generations in {self.folder}: {io_problem(error)}") from None
         self.swept = True
 
+    def compact(self) -> None:
+        """Merge every level that holds `fan_in` shards or more into one shard of the next level, lowest level
+        first. One process compacts a folder at a time; another that finds it busy leaves it to that one."""
+        with open(self.folder / ".compact.lock", "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return
+            try:
+                self._delete_merged_leftovers()
+                while full := self._full_level():
+                    merge(full, self.folder / f"L{shard_level(full[0]) + 1}-{stable_hash([p.name for p in full])[:24]}.parquet")
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
-def io_problem(error: Exception) -> str:
-    """What went wrong writing a file, in a few words, with a hint when the disk is full. Polars reports its
-    own write failures as ComputeError with the OS error inside the text."""
-    text = error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0]
-    text = text.rpartition("underlying IO error: ")[2] or text
-    full = (isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)) or "os error 28" in text
-    return text + ("; free some space and run the same command again" if full else "")
+    def _delete_merged_leftovers(self) -> None:
+        for shard in self.shards():
+            if shard_level(shard) > 0:
+                for name in json.loads(pl.read_parquet_metadata(shard).get("merged", "[]")):
+                    (self.folder / name).unlink(missing_ok=True)
+
+    def _full_level(self) -> list[Path]:
+        by_level: dict[int, list[Path]] = {}
+        for shard in self.shards():
+            by_level.setdefault(shard_level(shard), []).append(shard)
+        return next((shards for _, shards in sorted(by_level.items()) if len(shards) >= self.fan_in), [])
 
 
-def pid_alive(pid: int) -> bool:
+def merge(shards: list[Path], target: Path) -> None:
+    """One shard with every (key, sample) of these shards, published before they are deleted."""
+    rows = pl.scan_parquet(shards, schema=SHARD_SCHEMA).unique(["key", "sample"], keep="first", maintain_order=True).collect()
+    write_atomically(rows, target, {"merged": json.dumps([shard.name for shard in shards])})
+    for shard in shards:
+        shard.unlink(missing_ok=True)
+
+
+def write_atomically(frame: pl.DataFrame, final: Path, metadata: dict[str, str] | None = None) -> None:
+    partial = final.with_name(f".{final.name}.partial-{os.getpid()}")
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
-def stale_partials(folder: Path) -> list[Path]:
-    """`.partial-<id>-<pid>` folders and `*.partial-<pid>` shards in `folder` whose process is gone."""
-    if not folder.is_dir():
-        return []
-    found = []
-    for path in folder.iterdir():
-        match = _PARTIAL.search(path.name) if path.is_file() else re.fullmatch(r"\.partial-.+-(\d+)", path.name)
-        if match and not pid_alive(int(match.group(1))):
-            found.append(path)
-    return sorted(found)
+        frame.write_parquet(partial, metadata=metadata)
+        partial.replace(final)
+    finally:
+        partial.unlink(missing_ok=True)

@@ -1,5 +1,6 @@
 """The typed records that move between stages: generation requests and their completions."""
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -34,14 +35,32 @@ class Completion:
     n_tokens: int
 
 
+def canonical_json(value) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
 def stable_hash(value) -> str:
     """sha256 of a JSON-serialisable value, independent of dict ordering."""
-    blob = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=256)
+def _sampling_json(sampling: Sampling) -> str:
+    return canonical_json(asdict(sampling))
+
+
+def request_key(generator_identity: dict, messages: list[Message], sampling: Sampling, seed: int) -> str:
+    """stable_hash({"generator", "messages", "sampling", "seed"}), its JSON put together from the canonical JSON
+    of each part (the same bytes, keys in sorted order): the sampling's is computed once, not once a request."""
+    blob = (
+        f'{{"generator":{canonical_json(generator_identity)},"messages":{canonical_json(messages)},'
+        f'"sampling":{_sampling_json(sampling)},"seed":{canonical_json(seed)}}}'
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def make_request(generator_identity: dict, messages: list[Message], sampling: Sampling, seed: int) -> Request:
-    key = stable_hash({"generator": generator_identity, "messages": messages, "sampling": asdict(sampling), "seed": seed})
+    key = request_key(generator_identity, messages, sampling, seed)
     # Each request carries its own seed so that backends with per-request seeds (vLLM, HTTP) are reproducible.
     return Request(key=key, messages=tuple(messages), sampling=sampling, seed=int(key[:15], 16))
 

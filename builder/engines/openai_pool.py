@@ -2,7 +2,9 @@
 
 Requests go through one shared queue; each endpoint takes from it with `max_concurrency` workers, so a
 faster server simply answers more. A failed call (connection error, timeout, 429, 5xx) goes back on the
-queue for any endpoint while its worker rests with exponential backoff; a request that fails
+queue for any endpoint while that endpoint rests: for as long as its `Retry-After` header says (seconds or an
+HTTP date, at most 5 minutes), else a random time up to an exponential ceiling ("full jitter", so that
+workers never retry in lock-step); a request that fails
 `max_retries + 1` times, a pool whose every endpoint has failed more than `max_retries` times in a row, or
 any other HTTP error, ends the run. Answers are handed to the caller one by one as they complete, so the
 cache keeps them even when a server dies mid-run.
@@ -12,8 +14,11 @@ The API key is read from the environment at call time and lives only in a reques
 
 import asyncio
 import os
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
 import httpx
 
@@ -26,10 +31,45 @@ from builder.engines.models import ModelRef
 OnAnswer = Callable[[Request, list[Completion]], None]
 RETRYABLE_STATUS = {408, 409, 425, 429} | set(range(500, 600))
 SEED_RANGE = 2**31  # llama.cpp takes a uint32 seed; vLLM any int64: this range means the same everywhere
+MAX_RETRY_AFTER = 300.0  # seconds: a longer wait asked by a server is cut to this
 
 
 class RetryableError(Exception):
-    """A call worth trying again: the server was unreachable, overloaded or failed."""
+    """A call worth trying again: the server was unreachable, overloaded or failed; `retry_after` is the
+    wait in seconds the server asked for, if it did."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header: delay-seconds or an HTTP date; None when absent or unreadable."""
+    if not value or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def retry_delay(streak: int, retry_after: float | None, rng: random.Random, base: float = 0.5, cap: float = 30.0) -> float:
+    """How long an endpoint rests after its streak-th failure in a row. Without Retry-After: full jitter, a uniform
+    draw below min(cap, base · 2^(streak-1)). With it: the server's wait plus a uniform draw below `base`, so
+    that the workers it stopped do not all come back at the same instant."""
+    if retry_after is not None:
+        return retry_after + rng.uniform(0, base)
+    return rng.uniform(0, min(cap, base * 2 ** max(streak - 1, 0)))
 
 
 @dataclass(frozen=True)
@@ -104,6 +144,10 @@ class PoolHealth:
     def __init__(self, endpoints: tuple[str, ...]):
         self.streak = dict.fromkeys(endpoints, 0)
         self.last_failure = dict.fromkeys(endpoints, float("-inf"))
+        self.resume_at = dict.fromkeys(endpoints, float("-inf"))  # no call to an endpoint before this time
+
+    def rest(self, endpoint: str, until: float) -> None:
+        self.resume_at[endpoint] = max(self.resume_at[endpoint], until)
 
     def failed(self, endpoint: str, call_started: float, now: float) -> None:
         if call_started > self.last_failure[endpoint]:
@@ -150,7 +194,8 @@ class OpenAIPoolGenerator:
         self.max_concurrency = max_concurrency
         self.timeout = httpx.Timeout(request_timeout, connect=min(10.0, request_timeout))
         self.max_retries = max_retries
-        self.backoff = 0.5  # seconds before a failing worker's first retry; doubles up to 30 s
+        self.backoff = 0.5  # seconds: the ceiling of the first rest after a failure; doubles up to 30 s
+        self.rng = random.Random()  # jitter only: answers depend on the requests' seeds, never on this
         self.api_key_env = api_key_env
         self.max_choices_per_call = max_choices_per_call
         self.names = served_names(model, self.endpoints, self._headers(), self.timeout)
@@ -197,6 +242,10 @@ class OpenAIPoolGenerator:
                 loop = asyncio.get_running_loop()
                 while not finished.is_set():
                     request, attempt = await queue.get()
+                    if (wait := health.resume_at[endpoint] - loop.time()) > 0:  # resting: leave it to others
+                        queue.put_nowait((request, attempt))
+                        await asyncio.sleep(wait + self.rng.uniform(0, self.backoff))
+                        continue
                     started = loop.time()
                     try:
                         completions = await self._answer(client, endpoint, request, received)
@@ -205,9 +254,11 @@ class OpenAIPoolGenerator:
                         if reason := give_up_reason(health, attempt, self.max_retries):
                             raise BuilderError(f"{endpoint}: {error}; gave up: {reason} (--max-retries {self.max_retries})") from None
                         queue.put_nowait((request, attempt + 1))
-                        delay = min(self.backoff * 2 ** max(health.streak[endpoint] - 1, 0), 30.0)
-                        console.print(f"[yellow]{endpoint}: {error}; retrying, this worker rests {delay:.1f} s[/]")
-                        await asyncio.sleep(delay)
+                        delay = retry_delay(health.streak[endpoint], error.retry_after, self.rng, self.backoff)
+                        if loop.time() + delay > health.resume_at[endpoint]:
+                            asked = " as the server asked" if error.retry_after is not None else ""
+                            console.print(f"[yellow]{endpoint}: {error}; retrying, the endpoint rests {delay:.1f} s{asked}[/]")
+                        health.rest(endpoint, loop.time() + delay)
                         continue
                     health.answered(endpoint)
                     on_answer(request, completions)
@@ -252,7 +303,7 @@ async def post_json(client: httpx.AsyncClient, url: str, body: dict) -> dict:
     except httpx.TransportError as error:
         raise RetryableError(f"{type(error).__name__}: {one_line(str(error)) or 'no answer'}") from None
     if response.status_code in RETRYABLE_STATUS:
-        raise RetryableError(f"HTTP {response.status_code}")
+        raise RetryableError(f"HTTP {response.status_code}", parse_retry_after(response.headers.get("retry-after")))
     if response.status_code != 200:
         raise BuilderError(f"{url}: HTTP {response.status_code}: {error_message(response)}")
     try:

@@ -3,11 +3,17 @@ and the response), K samples each, every sample parsed into a judgments row."""
 
 import polars as pl
 
-from builder.core.records import Request, Sampling, make_request
+from builder.core.records import (
+    Completion,
+    Request,
+    Sampling,
+    make_request,
+    request_key,
+)
 from builder.core.schemas import JUDGMENTS_SCHEMA
 from builder.core.store import Store
 from builder.engines.generators import Generator
-from builder.engines.runner import run_requests
+from builder.engines.runner import answer_lazily
 from builder.judging.judge import JudgeTemplate, parse_judgment
 
 
@@ -15,11 +21,25 @@ def judge_jobs(
     judge: Generator, template: JudgeTemplate, prompts: pl.DataFrame, candidates: pl.DataFrame, sampling: Sampling, seed: int
 ) -> list[tuple[str, str, Request]]:
     """(candidate_id, prompt_id, request) for every candidate: the judge prompt quotes the question and the response."""
-    with_prompt = candidates.join(prompts.select("prompt_id", "prompt"), on="prompt_id")
     return [
         (candidate_id, prompt_id, make_request(judge.identity, [{"role": "user", "content": template.render(prompt, response)}], sampling, seed))
-        for candidate_id, prompt_id, prompt, response in with_prompt.select("candidate_id", "prompt_id", "prompt", "response").iter_rows()
+        for candidate_id, prompt_id, prompt, response in judge_inputs(prompts, candidates).iter_rows()
     ]
+
+
+def judge_inputs(prompts: pl.DataFrame, candidates: pl.DataFrame) -> pl.DataFrame:
+    return candidates.join(prompts.select("prompt_id", "prompt"), on="prompt_id").select("candidate_id", "prompt_id", "prompt", "response")
+
+
+def judge_keys(judge: Generator, template: JudgeTemplate, inputs: pl.DataFrame, sampling: Sampling, seed: int) -> pl.DataFrame:
+    """The key and length of every judge request, a slice of candidates at a time: the judge prompts are
+    rendered, hashed and let go."""
+    parts = []
+    for chunk in inputs.select("prompt", "response").iter_slices(1 << 16):
+        texts = [template.render(prompt, response) for prompt, response in chunk.iter_rows()]
+        keys = [request_key(judge.identity, [{"role": "user", "content": text}], sampling, seed) for text in texts]
+        parts.append(pl.DataFrame({"key": keys, "length": [len(t) for t in texts]}, schema={"key": pl.String, "length": pl.Int64}))
+    return pl.concat(parts) if parts else pl.DataFrame(schema={"key": pl.String, "length": pl.Int64})
 
 
 def judge_candidates(
@@ -32,25 +52,43 @@ def judge_candidates(
     store: Store,
     batch_size: int,
 ) -> pl.DataFrame:
-    jobs = judge_jobs(judge, template, prompts, candidates, sampling, seed)
-    answers = run_requests(judge, [job[2] for job in jobs], store.generation_cache(judge.identity), batch_size, "judgments")
-    rows = []
-    for candidate_id, prompt_id, request in jobs:
-        for index, completion in enumerate(answers[request.key]):
-            verdict = parse_judgment(completion)
-            rows.append(
-                {
-                    "judgment_id": f"{candidate_id}-j{index}",
-                    "candidate_id": candidate_id,
-                    "prompt_id": prompt_id,
-                    "sample_index": index,
-                    "raw": completion.text,
-                    "rationale": verdict.rationale,
-                    "score": verdict.score,
-                    "parse_error": verdict.parse_error,
-                    "finish_reason": completion.finish_reason,
-                    "n_tokens": completion.n_tokens,
-                    "request_key": request.key,
-                }
-            )
-    return pl.DataFrame(rows, schema=JUDGMENTS_SCHEMA)
+    inputs = judge_inputs(prompts, candidates)
+    asked = judge_keys(judge, template, inputs, sampling, seed)
+
+    def build(rows: list[int]) -> list[Request]:
+        return [
+            make_request(judge.identity, [{"role": "user", "content": template.render(prompt, response)}], sampling, seed)
+            for prompt, response in inputs.select("prompt", "response")[rows].iter_rows()
+        ]
+
+    answers = answer_lazily(judge, asked, build, store.generation_cache(judge.identity), batch_size, "judgments")
+    return (
+        inputs.select("candidate_id", "prompt_id", asked["key"].alias("request_key"))
+        .with_row_index("order")
+        .join(parsed(answers), left_on="request_key", right_on="key")
+        .sort("order", "sample")
+        .select(
+            pl.format("{}-j{}", "candidate_id", "sample").alias("judgment_id"),
+            "candidate_id",
+            "prompt_id",
+            pl.col("sample").alias("sample_index"),
+            pl.col("text").alias("raw"),
+            "rationale",
+            "score",
+            "parse_error",
+            "finish_reason",
+            "n_tokens",
+            "request_key",
+        )
+        .cast(JUDGMENTS_SCHEMA)
+    )
+
+
+def parsed(answers: pl.DataFrame) -> pl.DataFrame:
+    """The answers with each sample's verdict: rationale, score, parse_error."""
+    verdicts = [parse_judgment(Completion(*row)) for row in answers.select("text", "finish_reason", "n_tokens").iter_rows()]
+    return answers.with_columns(
+        pl.Series("rationale", [v.rationale for v in verdicts], pl.String),
+        pl.Series("score", [v.score for v in verdicts], pl.Float64),
+        pl.Series("parse_error", [v.parse_error for v in verdicts], pl.String),
+    )

@@ -11,14 +11,20 @@ import polars as pl
 
 from builder.core.manifest import Manifest
 from builder.core.prompts import load_prompts
-from builder.core.records import Completion, Request, Sampling, make_request, stable_hash
+from builder.core.records import (
+    Request,
+    Sampling,
+    make_request,
+    request_key,
+    stable_hash,
+)
 from builder.core.schemas import CANDIDATES_SCHEMA
 from builder.core.stage import StageOutput, build_version
 from builder.core.stats import pairs_stats
 from builder.core.store import Store, Version
 from builder.engines.generators import Generator, load_generator, resolve_dtype
 from builder.engines.models import resolve_model
-from builder.engines.runner import run_requests
+from builder.engines.runner import answer_lazily
 from builder.judging.health import pairs_health
 from builder.judging.judge import load_template
 from builder.judging.score import judge_candidates
@@ -112,29 +118,40 @@ def _mean_gap(pairs: pl.DataFrame) -> float | None:
 
 
 def generate_candidates(policy: Generator, prompts: pl.DataFrame, sampling: Sampling, seed: int, store: Store, batch_size: int) -> pl.DataFrame:
-    requests = candidate_requests(policy, prompts, sampling, seed)
-    answers = run_requests(policy, requests, store.generation_cache(policy.identity), batch_size, "candidates")
-    rows = [
-        _candidate_row(prompt_id, index, request.key, completion)
-        for prompt_id, request in zip(prompts["prompt_id"].to_list(), requests)
-        for index, completion in enumerate(answers[request.key])
-    ]
-    return pl.DataFrame(rows, schema=CANDIDATES_SCHEMA)
+    asked = pl.concat(
+        [
+            pl.DataFrame(
+                {
+                    "key": [request_key(policy.identity, m, sampling, seed) for m in chunk],
+                    "length": [sum(len(turn["content"]) for turn in m) for m in chunk],
+                },
+                schema={"key": pl.String, "length": pl.Int64},
+            )
+            for chunk in (part["messages"].to_list() for part in prompts.select("messages").iter_slices(1 << 16))
+        ]
+    )
+
+    def build(rows: list[int]) -> list[Request]:
+        return [make_request(policy.identity, m, sampling, seed) for m in prompts["messages"][rows].to_list()]
+
+    answers = answer_lazily(policy, asked, build, store.generation_cache(policy.identity), batch_size, "candidates")
+    return (
+        prompts.select("prompt_id", asked["key"].alias("request_key"))
+        .with_row_index("order")
+        .join(answers, left_on="request_key", right_on="key")
+        .sort("order", "sample")
+        .select(
+            pl.format("{}-c{}", "prompt_id", "sample").alias("candidate_id"),
+            "prompt_id",
+            pl.col("sample").alias("sample_index"),
+            pl.col("text").alias("response"),
+            "finish_reason",
+            "n_tokens",
+            "request_key",
+        )
+        .cast(CANDIDATES_SCHEMA)
+    )
 
 
 def candidate_requests(policy: Generator, prompts: pl.DataFrame, sampling: Sampling, seed: int) -> list[Request]:
     return [make_request(policy.identity, messages, sampling, seed) for messages in prompts["messages"].to_list()]
-
-
-def _candidate_row(prompt_id: str, index: int, key: str, completion: Completion) -> dict:
-    return {
-        "candidate_id": f"{prompt_id}-c{index}",
-        "prompt_id": prompt_id,
-        "sample_index": index,
-        "response": completion.text,
-        "finish_reason": completion.finish_reason,
-        "n_tokens": completion.n_tokens,
-        "request_key": key,
-    }
-
-
