@@ -437,7 +437,7 @@ def test_prompts_too_long_for_the_context_are_dropped_and_counted(tiny_model, tm
     version = result.stdout.strip().splitlines()[-1]
     manifest = json.loads((store / version / "manifest.json").read_text())
     assert manifest["stats"]["drops"]["prompt:too_long_for_context"] == 2
-    assert manifest["context"]["policy"] == {"length": 1024}
+    assert manifest["extra"]["context"]["policy"] == {"length": 1024}
     dropped = pl.read_parquet(store / version / "dropped.parquet").filter(pl.col("reason") == "too_long_for_context")
     assert dropped.height == 2 and all("policy" in d for d in dropped["detail"])
     assert pl.read_parquet(store / version / "prompts.parquet").height == 2

@@ -162,12 +162,12 @@ def test_a_base_model_without_chat_template_gets_the_recorded_default(base_model
     assert not AutoTokenizer.from_pretrained(base_model).chat_template
     eft = run_builder("make-eft", "--model", base_model, "--limit", "2", "--n-judgments", "1", "--judge-max-new-tokens", "16",
                       "--store", store, check=True).stdout.strip().splitlines()[-1]
-    assert json.loads((store / eft / "manifest.json").read_text())["judge"]["engine"]["chat_template"] == "builder default"
+    assert json.loads((store / eft / "manifest.json").read_text())["models"]["judge"]["engine"]["chat_template"] == "builder default"
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "Say hello."}\n{"prompt": "Name a fruit."}\n')
     pairs = run_builder("make-pairs", "--model", base_model, "--prompts", prompts, "--max-new-tokens", "8", "--judge-max-new-tokens", "16",
                         "--store", store, check=True).stdout.strip().splitlines()[-1]
-    engine = json.loads((store / pairs / "manifest.json").read_text())["policy"]["engine"]
+    engine = json.loads((store / pairs / "manifest.json").read_text())["models"]["policy"]["engine"]
     assert engine["chat_template"] == "builder default" and len(engine["chat_template_sha256"]) == 64
 
     sft = run_builder("mix-sft", "--store", store, check=True).stdout.strip().splitlines()[-1]
