@@ -159,5 +159,6 @@ def write_atomically(frame: pl.DataFrame, final: Path, metadata: dict[str, str] 
     try:
         frame.write_parquet(partial, metadata=metadata)
         partial.replace(final)
-    finally:
+    except Exception:  # a full disk: no half-written file stays behind
         partial.unlink(missing_ok=True)
+        raise
