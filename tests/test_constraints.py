@@ -234,3 +234,11 @@ def test_word_pools_do_not_contradict_fixed_phrases():
     """A forbidden word never appears in a fixed opening or ending, nor among the words to include."""
     phrase_words = {w.casefold() for phrase in START_PHRASES + END_PHRASES for w in words(phrase)}
     assert not set(FORBIDDEN_POOL) & (phrase_words | set(INCLUDE_POOL) | set(FREQUENT_POOL))
+
+
+@pytest.mark.parametrize("phrase", START_PHRASES + END_PHRASES)
+def test_fixed_phrases_pass_the_character_rules(phrase):
+    """Openings and endings hold no comma, digit or all-capital word, so they combine with those kinds."""
+    for kind in ("no_commas", "no_digits"):
+        assert check(Constraint(kind, {}), phrase).passed
+    assert check(Constraint("max_capital_words", {"n": 0}), phrase).passed

@@ -88,8 +88,8 @@ def _pick(name: str, *values) -> Sampler:
     return lambda rng, task: {name: rng.choice(values)}
 
 
-def _count(low: int, high: int, name: str = "n") -> Sampler:
-    return lambda rng, task: {name: rng.randint(low, high)}
+def _count(low: int, high: int) -> Sampler:
+    return lambda rng, task: {"n": rng.randint(low, high)}
 
 
 @dataclass(frozen=True)
@@ -315,7 +315,7 @@ def _postscript_pattern(marker: str) -> re.Pattern:
     return re.compile(rf"^[ \t]*+{re.escape(marker)}(?=[^\n]*?[^\W_])", re.MULTILINE)
 
 
-@_kind(describe=lambda marker: f"At the end of your response, add a postscript starting with {marker}",
+@_kind(describe=lambda marker: f"At the end of your response, add a postscript that starts with \"{marker}\".",
        sample=_pick("marker", "P.S.", "P.P.S."))
 def check_postscript(response: str, marker: str) -> tuple[bool, str]:
     """A line that starts with the marker (case-sensitive) and has text after it, below some other text."""

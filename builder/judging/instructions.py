@@ -48,6 +48,8 @@ INCOMPATIBLE: dict[str, tuple[str, ...]] = {
     "all_lowercase": ("starts_with", "ends_with", "postscript", "min_capital_words"),
     "all_uppercase": ("starts_with", "ends_with", "max_capital_words"),
     "ends_with": ("postscript",),
+    # An opening quote would stand before the first list marker or heading, which must start its line.
+    "quoted": ("bullet_count", "numbered_items", "section_count", "markdown_headings"),
 }
 
 CONFLICTS: frozenset[frozenset[str]] = frozenset(
@@ -73,7 +75,7 @@ def pick_kinds(rng: random.Random, count: int) -> list[str]:
 
 
 def instruction_id(prompt: str) -> str:
-    return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
+    return hashlib.sha256(prompt.encode()).hexdigest()[:16]
 
 
 def instruction_row(task: str, constraints: list[Constraint]) -> dict:
@@ -114,7 +116,7 @@ def compose(tasks: list[str], n: int, seed: int, min_constraints: int = 1, max_c
 
 def in_eval(task: str, eval_share: float, seed: int = 0) -> bool:
     """A task's side, from a hash of the task and the seed: the same task is always on the same side."""
-    digest = hashlib.sha256(f"{seed}\0{task}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{seed}\0{task}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < eval_share
 
 
