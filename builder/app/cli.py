@@ -11,7 +11,14 @@ from builder.app.eval_cli import eval_group, health_command
 from builder.app.options import config_options, format_option
 from builder.core.errors import BuilderError
 from builder.core.progress import console
-from builder.stages.configs import ImportOasstConfig, MakeEftConfig, MakePairsConfig, MakePromptsConfig, MixSftConfig
+from builder.stages.configs import (
+    ImportOasstConfig,
+    MakeEftConfig,
+    MakePairsConfig,
+    MakePromptsConfig,
+    MakeVerifiableConfig,
+    MixSftConfig,
+)
 from trainers.configs import DPO_ONLY, METHOD_DEFAULTS, TrainConfig
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -98,6 +105,16 @@ def make_prompts_command(store, config):
     from builder.stages.self_instruct import make_prompts
 
     _report(*make_prompts(config, open_store(store)))
+
+
+@cli.command("make-verifiable")
+@config_options(MakeVerifiableConfig)
+@store_option
+def make_verifiable_command(store, config):
+    """Compose instructions with constraints a program can check, from seed tasks: a train split and an eval split by task."""
+    from builder.stages.verifiable import make_verifiable
+
+    _report(*make_verifiable(config, open_store(store)))
 
 
 @cli.command("mix-sft")
@@ -209,7 +226,7 @@ def show_command(version, output, store):
     damaged = store.verify(found)
     if output == "json":
         return print_json({"manifest": found.manifest.to_json(), "damaged_files": damaged})
-    if found.manifest.kind in ("seed", "eft", "prompts", "sft"):
+    if found.manifest.kind in ("seed", "eft", "prompts", "sft", "verifiable"):
         from builder.app.show import kind_view
 
         return stdout().print(kind_view(found, damaged))

@@ -61,6 +61,8 @@ def kind_summary(manifest: Manifest) -> str:
         return f"agreement {_pct(stats.get('agreement_rate'))}, {stats.get('eft_examples')} EFT examples"
     if kind == "prompts":
         return f"kept {stats.get('kept')} of {stats.get('requested')} generated"
+    if kind == "verifiable":
+        return f"{stats.get('train_instructions')} train + {stats.get('eval_instructions')} eval instructions, {stats.get('constraint_kinds')} constraint kinds"
     if kind == "sft":
         return f"{stats.get('ift_examples')} IFT + {stats.get('eft_examples')} EFT examples"
     if kind == "seed":

@@ -1,7 +1,10 @@
 """Read prompts from files, `datasets` datasets or earlier versions, into one typed table.
 
 prompts: prompt_id, prompt (the last user turn), messages (the conversation to answer), source, source_row,
-source_id (the input's own `id` column, when it has one).
+source_id (the input's own `id` column, when it has one), and `constraints` (JSON text of verifiable
+constraints, see builder/judging/constraints.py) only when the input has that column.
+
+A version's other tables are read as `VERSION:TABLE` (e.g. `verifiable-3f2a:eval`, a held-out split).
 """
 
 import json
@@ -61,16 +64,25 @@ def read_source(spec: str, store, what: str = "prompts") -> tuple[pl.DataFrame, 
         version = store.find(spec, missing_ok=True)
         if version is not None:
             return _read_version_dir(version, spec)
+        name, _, table = spec.rpartition(":")
+        version = store.find(name, missing_ok=True) if name and table.isidentifier() else None
+        if version is not None:
+            return _read_version_dir(version, spec, table)
     raise BuilderError(f"{what} {spec!r}: no such file, folder, dataset version or hf: dataset")
 
 
-def _read_version_dir(folder: Path, spec: str) -> tuple[pl.DataFrame, PromptSource]:
+def _read_version_dir(folder: Path, spec: str, name: str = "prompts") -> tuple[pl.DataFrame, PromptSource]:
     manifest = json.loads((folder / "manifest.json").read_text())
-    table = folder / "prompts.parquet"
+    table = folder / f"{name}.parquet"
     if not table.exists():
-        raise BuilderError(f"version {manifest['id']} has no prompts table")
-    frame = pl.read_parquet(table).select("prompt", "messages", pl.col("prompt_id").alias("id"))
-    return frame, PromptSource(spec, "version", f"version:{manifest['id']}:{manifest['files']['prompts.parquet']['sha256']}", manifest["id"])
+        raise BuilderError(f"version {manifest['id']} has no {name} table")
+    frame = pl.read_parquet(table)
+    if "prompt" not in frame.columns or "messages" not in frame.columns:
+        raise BuilderError(f"the {name} table of version {manifest['id']} holds no prompts")
+    carried = [c for c in CARRIED if c in frame.columns]
+    frame = frame.select("prompt", "messages", pl.col("prompt_id").alias("id"), *carried)
+    fingerprint = f"version:{manifest['id']}:{manifest['files'][table.name]['sha256']}"
+    return frame, PromptSource(spec, "version", fingerprint, manifest["id"])
 
 
 def _read_hub_dataset(spec: str) -> tuple[pl.DataFrame, PromptSource]:
@@ -105,6 +117,9 @@ def read_file(path: Path) -> pl.DataFrame:
     raise BuilderError(f"{path}: unsupported file type {suffix!r} (use .jsonl, .json, .parquet or .csv)")
 
 
+CARRIED = ("constraints",)  # optional columns a prompts table keeps when its input has them
+
+
 def normalise(raw: pl.DataFrame, source: str, limit: int | None) -> tuple[pl.DataFrame, pl.DataFrame]:
     if raw.height == 0:
         raise BuilderError(f"no prompts in {source}")
@@ -128,6 +143,8 @@ def normalise(raw: pl.DataFrame, source: str, limit: int | None) -> tuple[pl.Dat
         },
         schema=PROMPTS_SCHEMA,
     )
+    if "constraints" in raw.columns:
+        frame = frame.with_columns(pl.Series("constraints", _json_texts(raw["constraints"]), pl.String))
     if limit is not None:
         frame = frame.head(limit)
     empty = frame.filter(pl.col("prompt_id").is_null())
@@ -150,6 +167,22 @@ def normalise(raw: pl.DataFrame, source: str, limit: int | None) -> tuple[pl.Dat
         pl.format("source row {}", "source_row").alias("detail"),
     )
     return frame, dropped.cast(DROPPED_SCHEMA)
+
+
+def _json_texts(column: pl.Series) -> list[str | None]:
+    """Constraints as JSON text, whether the input kept them as text or as parsed JSON (lists of objects). Parsed
+    JSON read by polars has the union of every row's object keys, the missing ones null: those are dropped."""
+    if column.dtype == pl.String:
+        return column.to_list()
+    return [None if value is None else json.dumps(_without_nulls(value), ensure_ascii=False, sort_keys=True) for value in column.to_list()]
+
+
+def _without_nulls(value):
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 def _conversation(messages, source: str, row: int) -> list[dict]:

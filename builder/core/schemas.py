@@ -45,3 +45,14 @@ JUDGMENTS_SCHEMA = {
 GENERATIONS_SCHEMA = {"generation_id": pl.String, "shown_seed_ids": pl.List(pl.String), "raw": pl.String, "finish_reason": pl.String,
                       "prompt": pl.String, "reason": pl.String, "detail": pl.String}
 ANSWERS_SCHEMA = {"prompt_id": pl.String, "response": pl.String, "n_tokens": pl.Int32, "finish_reason": pl.String}
+CHECKS_SCHEMA = {  # one row per candidate and constraint of its prompt: the verifier's verdict
+    "candidate_id": pl.String,
+    "prompt_id": pl.String,
+    "constraint_index": pl.Int32,
+    "kind": pl.String,
+    "params": pl.String,  # JSON
+    "passed": pl.Boolean,
+    "detail": pl.String,
+}
+INSTRUCTIONS_SCHEMA = {"instruction_id": pl.String, "split": pl.String, "task": pl.String, "prompt": pl.String,
+                       "constraints": pl.String, "kinds": pl.List(pl.String)}

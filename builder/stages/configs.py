@@ -4,6 +4,7 @@ nothing heavy, so `builder --help` stays fast."""
 
 from dataclasses import MISSING, dataclass
 
+from builder.core.errors import BuilderError
 from builder.core.knobs import check_knobs, default, knob
 from builder.engines.options import EngineKnobs, JudgeModelKnobs, ModelKnobs, SamplingKnobs
 from builder.judging.options import JudgeKnobs
@@ -59,6 +60,28 @@ class MakePromptsConfig(ModelKnobs, SamplingKnobs, EngineKnobs):
     def validate(self) -> None:
         check_knobs(self)
         self.check_engine()
+
+
+@dataclass(frozen=True, kw_only=True)
+class MakeVerifiableConfig:
+    """`builder make-verifiable`: instructions with constraints code can check, composed from seed tasks; train and eval splits."""
+
+    n_prompts: int = knob(1000, "Training instructions to compose (the `prompts` table)", rule="positive")
+    n_eval: int = knob(200, "Held-out instructions, composed from the held-out tasks only (the `eval` table)", rule="positive")
+    eval_share: float = knob(0.2, "Share of the tasks held out: every instruction made from a held-out task is in `eval`", rule="share")
+    min_constraints: int = knob(1, "Fewest constraints per instruction", rule="positive")
+    max_constraints: int = knob(3, "Most constraints per instruction", rule="positive")
+    tasks: str | None = knob(None, "Seed tasks, one per line [default: the 192 shipped tasks, builder/data/verifiable/tasks.txt]", path=True)
+    seed: int = knob(0, "Seed of the training instructions (another seed: other instructions, the same split)")
+    split_seed: int = knob(0, "Seed of the task split and of the held-out instructions; keep it fixed so every iteration is "
+                              "measured on the same eval split")
+
+    def validate(self) -> None:
+        check_knobs(self)
+        if self.min_constraints > self.max_constraints:
+            raise BuilderError("--min-constraints must not exceed --max-constraints")
+        if self.eval_share == 0:
+            raise BuilderError("--eval-share must be above 0: the eval split needs tasks of its own")
 
 
 @dataclass(frozen=True, kw_only=True)
