@@ -6,17 +6,17 @@ from rich.table import Table
 from builder.app.show import score_histogram
 from builder.core.store import Version
 from builder.judging.health import version_health, warnings_for
-from evaluators.card import ci, num, pct
+from evaluators.card import ci, lc_text, num, pct
 
 
 def matches_table(matches: list[dict]) -> Table:
-    table = Table(title="head-to-head (A's side, % of decided pairs, bootstrap 95% CI)", title_justify="left")
+    table = Table(title="head-to-head (A's side, % of decided pairs, Wilson 95% CI; LC: bootstrap)", title_justify="left")
     for column in ("match", "decided", "win", "tie", "loss", "unparsed", "LC win", "flips", "1st pos. wins", "chars A / B"):
         table.add_column(column, justify="left" if column == "match" else "right")
     for m in matches:
         table.add_row(
             m["match"], f"{m['decided']}/{m['prompts']}", ci(m, "win"), ci(m, "tie"), ci(m, "loss"), str(m["unparsed"]),
-            pct(m["lc_win_rate"]), pct(m["position_flip_rate"]), pct(m["first_position_win_rate"]),
+            lc_text(m), pct(m["position_flip_rate"]), pct(m["first_position_win_rate"]),
             f"{num(m['mean_chars_a'])} / {num(m['mean_chars_b'])}",
         )
     return table
