@@ -90,3 +90,26 @@ def render_rm_card(manifest: Manifest, tables: dict[str, pl.DataFrame]) -> str:
         source=manifest.inputs["ranked"]["spec"], n_judge_samples=manifest.sampling["judgments"]["n"],
         stats=manifest.stats, health=manifest.health, warnings=warnings_for(manifest.health),
     )
+
+
+def interval(share, low, high) -> str:
+    return "n/a" if share is None else f"{pct(share)} [{100 * low:.0f}–{100 * high:.0f}]"
+
+
+def render_judge_card(manifest: Manifest, tables: dict[str, pl.DataFrame]) -> str:
+    from builder.judging.health import warnings_for
+
+    card_data = DatasetCardData(
+        pretty_name=f"Judge accuracy {manifest.id}",
+        license="other",
+        task_categories=["text-generation"],
+        size_categories=size_category(tables["judged_pairs"].height),
+        tags=["self-rewarding", "llm-as-a-judge", "judge-accuracy", "evaluation"],
+        configs=table_configs(tables, "judged_pairs"),
+    )
+    return _render(
+        "judge_card.md", card_data, manifest,
+        policy=manifest.model_spec("policy"), n_samples=manifest.sampling.get("candidates", {}).get("n"),
+        n_judge_samples=manifest.sampling["judgments"]["n"], inputs=manifest.inputs, stats=manifest.stats,
+        interval=interval, warnings=warnings_for(manifest.health),
+    )

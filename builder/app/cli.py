@@ -230,7 +230,7 @@ def show_command(version, output, store):
         from builder.app.show import kind_view
 
         return stdout().print(kind_view(found, damaged))
-    if found.manifest.kind in ("h2h", "rm"):
+    if found.manifest.kind in ("h2h", "rm", "judge"):
         from builder.app.eval_views import evaluation_view
 
         return stdout().print(evaluation_view(found, damaged))

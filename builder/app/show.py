@@ -70,6 +70,12 @@ def kind_summary(manifest: Manifest) -> str:
     if kind == "h2h":
         return "; ".join(f"{m['match']}: win {_pct(m.get('win_rate'))} tie {_pct(m.get('tie_rate'))} loss {_pct(m.get('loss_rate'))}"
                          for m in stats.get("matches", []))
+    if kind == "judge":
+        head = stats.get("headline", {})
+        if head.get("accuracy") is None:
+            return "judge accuracy: no judged pair"
+        return (f"judge accuracy {_pct(head['accuracy'])} [{100 * head['low']:.0f}–{100 * head['high']:.0f}] "
+                f"on {head['judged_pairs']} {head['source']} pairs")
     if kind == "rm":
         return f"pairwise accuracy {_pct(stats.get('pairwise_accuracy'))} over {stats.get('groups')} groups"
     return ""

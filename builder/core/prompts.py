@@ -128,13 +128,13 @@ def normalise(raw: pl.DataFrame, source: str, limit: int | None) -> tuple[pl.Dat
     elif "prompt" in raw.columns:
         if raw.schema["prompt"] != pl.String:
             raise BuilderError(f"{source}: the 'prompt' column must hold text, not {raw.schema['prompt']}")
-        conversations = [[{"role": "user", "content": p}] if p and p.strip() else [] for p in raw["prompt"].to_list()]
+        conversations = [text_conversation(p) for p in raw["prompt"].to_list()]
     else:
         raise BuilderError(f"{source} needs a 'prompt' or 'messages' column (found: {', '.join(raw.columns)})")
     ids = raw["id"].cast(pl.String).to_list() if "id" in raw.columns else [None] * raw.height
     frame = pl.DataFrame(
         {
-            "prompt_id": [stable_hash(c)[:16] if c else None for c in conversations],
+            "prompt_id": [prompt_key(c) for c in conversations],
             "prompt": [c[-1]["content"] if c else None for c in conversations],
             "messages": conversations,
             "source": [source] * raw.height,
@@ -167,6 +167,21 @@ def normalise(raw: pl.DataFrame, source: str, limit: int | None) -> tuple[pl.Dat
         pl.format("source row {}", "source_row").alias("detail"),
     )
     return frame, dropped.cast(DROPPED_SCHEMA)
+
+
+def text_conversation(text: str | None) -> list[dict]:
+    """A prompt text as a one-turn conversation (empty for a blank text)."""
+    return [{"role": "user", "content": text}] if text and text.strip() else []
+
+
+def conversation_of(value, source: str, row: int) -> list[dict]:
+    """A prompt cell, a text or a list of messages, as the conversation to answer."""
+    return text_conversation(value) if value is None or isinstance(value, str) else _conversation(value, source, row)
+
+
+def prompt_key(conversation: list[dict]) -> str | None:
+    """A prompt's id: the hash of its conversation (None for an empty one)."""
+    return stable_hash(conversation)[:16] if conversation else None
 
 
 def _json_texts(column: pl.Series) -> list[str | None]:

@@ -17,7 +17,7 @@ import polars as pl
 from builder.core.cards import render_kind_card
 from builder.core.errors import BuilderError
 from builder.core.manifest import Manifest
-from builder.core.prompts import normalise
+from builder.core.prompts import PromptSource, load_prompts, normalise
 from builder.core.records import stable_hash
 from builder.core.schemas import INSTRUCTIONS_SCHEMA
 from builder.core.stage import StageOutput, build_version
@@ -95,3 +95,24 @@ def make_verifiable(config: MakeVerifiableConfig, store: Store) -> tuple[Version
 def _prompt_rows(rows: list[dict]) -> pl.DataFrame:
     return pl.DataFrame({"prompt": [r["prompt"] for r in rows], "id": [r["instruction_id"] for r in rows],
                          "constraints": [r["constraints"] for r in rows]}, schema={"prompt": pl.String, "id": pl.String, "constraints": pl.String})
+
+
+def load_verifiable(spec: str | None, store: Store, limit: int | None = None) -> tuple[pl.DataFrame, PromptSource]:
+    """Prompts with constraints for measuring a judge: a verifiable version's eval split (by id or folder), any
+    prompts spec whose table has a `constraints` column, or (None) the eval split composed from the shipped
+    tasks with make-verifiable's defaults. Prompts without constraints are left out; none at all is an error."""
+    if spec is None:
+        _, held_out = compose_splits(MakeVerifiableConfig(), load_tasks())
+        name = "shipped:verifiable eval split"
+        prompts, _ = normalise(_prompt_rows(held_out), name, limit)
+        source = PromptSource(name, "composed", f"composed:{stable_hash(held_out)}")
+    else:
+        path = Path(spec).expanduser()
+        if path.is_dir() and (path / "eval.parquet").exists():  # a verifiable version's folder
+            spec = str(path / "eval.parquet")
+        elif not path.exists() and ":" not in spec and (found := store.find(spec, missing_ok=True)) and (found / "eval.parquet").exists():
+            spec = f"{found.name}:eval"
+        prompts, _, source = load_prompts(spec, store, limit)
+    if "constraints" not in prompts.columns or prompts["constraints"].drop_nulls().len() == 0:
+        raise BuilderError(f"{source.spec}: no prompt carries constraints (make some with `builder make-verifiable`)")
+    return prompts.filter(pl.col("constraints").is_not_null()), source
