@@ -51,7 +51,6 @@ def evaluate_judge(config: JudgeAccuracyConfig, store: Store) -> tuple[Version, 
     config.validate()
     config = replace(config, dtype=resolve_dtype(config.dtype))
     judge_backend, judge_options = config.judge_engine()
-    judge_ref = resolve_model(config.judge, store.root, judge_backend == "openai")
     template = load_template(config.judge_template)
     judge_sampling = Sampling(config.n_judgments, config.judge_temperature, config.judge_top_p, config.judge_max_new_tokens)
     candidate_sampling = Sampling(config.n_samples, config.temperature, config.top_p, config.max_new_tokens)
@@ -79,6 +78,7 @@ def evaluate_judge(config: JudgeAccuracyConfig, store: Store) -> tuple[Version, 
         fingerprints["pairs"] = stable_hash(p_candidates.select("candidate_id", "response", "human_rank").rows())
         inputs["pairs"] = {"spec": config.pairs, "fingerprint": p_source, "limit": config.limit}
 
+    judge_ref = resolve_model(config.judge, store.root, judge_backend == "openai")  # after the inputs: bad input fails first
     policy_ref = resolve_model(config.policy or config.judge, store.root, config.backend == "openai") if verifiable else None
     engine = {"backend": config.backend, "dtype": config.dtype, "batch_size": config.batch_size}
     identity = {

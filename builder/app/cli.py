@@ -164,7 +164,7 @@ def train_dpo_command(store, config):
 @store_option
 def run_command(recipe, dry_run, store):
     """Run a whole recipe: seed data → SFT (M1) → make-prompts → make-pairs → DPO per iteration. Finished steps are skipped."""
-    from builder.app.recipe import load_recipe, record_run, run_recipe
+    from builder.app.recipe import GateStopped, load_recipe, record_run, run_recipe
     from builder.app.show import plan_table, run_table, stdout
 
     recorded = open_store(store)
@@ -177,7 +177,13 @@ def run_command(recipe, dry_run, store):
     def announce(i, step):
         console.rule(f"[bold]{i}/{len(plan.steps)} {step.label}")
 
-    rows = run_recipe(plan, recorded, on_step=announce)
+    try:
+        rows = run_recipe(plan, recorded, on_step=announce)
+    except GateStopped as stop:
+        path = record_run(plan, recorded, stop.rows)
+        stdout().print(run_table(stop.rows, recorded))
+        console.print(f"run record in {path}")
+        raise
     path = record_run(plan, recorded, rows)
     stdout().print(run_table(rows, recorded))
     console.print(f"recipe {plan.name} finished; run record in {path}")
@@ -237,7 +243,7 @@ def show_command(version, output, store):
     from builder.app.eval_views import health_view
     from builder.judging.health import version_health
 
-    stdout().print(version_view(found, damaged))
+    stdout().print(version_view(found, damaged, store))
     stdout().print(health_view(version_health(found), with_histogram=False))
 
 

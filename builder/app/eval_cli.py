@@ -56,8 +56,14 @@ def judge_command(store, config):
     from builder.app.show import stdout
     from evaluators.judge_accuracy import evaluate_judge
 
-    version, built = evaluate_judge(config, open_store(store))
+    from builder.core.registry import record_judge_measurement
+    from evaluators.judge_accuracy import measurement
+
+    store = open_store(store)
+    version, built = evaluate_judge(config, store)
     report_built(version, built)
+    if config.judge and record_judge_measurement(store, config.judge, measurement(version)):
+        console.print(f"recorded in the lineage of model {config.judge}")
     stdout().print(judge_accuracy_table(version.manifest.stats))
     for note in judge_notes(version.manifest.stats):
         console.print(note)

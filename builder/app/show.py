@@ -39,15 +39,15 @@ def versions_table(store: Store) -> Table:
 
 
 def models_table(models: list[dict]) -> Table:
-    from builder.core.registry import ancestry, final_metrics
+    from builder.core.registry import ancestry, final_metrics, judge_accuracy_text
 
     by_name = {m["name"]: m for m in models}
     table = Table(title="models", title_justify="left")
-    for column in ("name", "lineage", "training", "final metrics"):
+    for column in ("name", "lineage", "training", "final metrics", "judge accuracy"):
         table.add_column(column, overflow="fold", no_wrap=column == "lineage", ratio=None if column in ("name", "lineage") else 1)
     for m in models:
         training = f"{m['method']}, {m['steps']} steps on {m['data']['version']}"
-        table.add_row(m["name"], " → ".join(ancestry(m, by_name)), training, final_metrics(m["metrics"]))
+        table.add_row(m["name"], " → ".join(ancestry(m, by_name)), training, final_metrics(m["metrics"]), judge_accuracy_text(m))
     return table
 
 
@@ -81,7 +81,19 @@ def kind_summary(manifest: Manifest) -> str:
     return ""
 
 
-def version_view(version: Version, damaged: list[str]) -> Group:
+def label_quality_lines(manifest: Manifest, store: Store | None) -> list[str]:
+    """Label quality as recorded, except that a judge measured since the version was built is shown as it is now."""
+    from builder.core.registry import judge_label_quality
+    from builder.judging.verify import describe_label_quality
+
+    quality = manifest.stats.get("label_quality")
+    if store is not None and quality and quality.get("basis") != "verifiers":
+        quality = judge_label_quality(store, manifest.models["judge"]["model"]["fingerprint"], (manifest.judge or {}).get("sha256"))
+    rule = manifest.extra.get("labels", {}).get("rule")
+    return describe_label_quality(quality) + ([f"labelling rule: {rule}"] if rule else [])
+
+
+def version_view(version: Version, damaged: list[str], store: Store | None = None) -> Group:
     m = version.manifest
     stats = m.stats
     summary = Table.grid(padding=(0, 2))
@@ -127,7 +139,9 @@ def version_view(version: Version, damaged: list[str]) -> Group:
     rates.add_row("mean tokens", ", ".join(f"{k} {_value(v)}" for k, v in stats["mean_tokens"].items()))
     rates.add_row("mean score", ", ".join(f"{k} {_value(v)}" for k, v in stats["mean_score"].items()))
 
-    parts = [Panel(summary, title="manifest", title_align="left"), counts, drops, rates, score_histogram(stats["score_histogram"])]
+    quality = Text("\n".join(label_quality_lines(m, store)))
+    parts = [Panel(summary, title="manifest", title_align="left"), counts, drops, rates, Panel(quality, title="label quality", title_align="left"),
+             score_histogram(stats["score_histogram"])]
     if stats["parse_failure_rate"] and stats["parse_failure_rate"] > 0.5:
         parts.append(
             "[yellow]Most judgments did not end with a 'Score: N' line, so their candidates gave no labels. "

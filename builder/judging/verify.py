@@ -54,3 +54,40 @@ def with_checks(candidates: pl.DataFrame, checks: pl.DataFrame) -> pl.DataFrame:
         (pl.col("checks_passed") / pl.col("checks_total")).alias("check_share"),
         (pl.col("checks_passed") == pl.col("checks_total")).alias("passed"),
     )
+
+
+LABEL_CLASSES = ("chosen_passes_rejected_fails", "both_pass", "both_fail", "reversed")
+
+
+def label_quality(pairs: pl.DataFrame) -> dict:
+    """For the pairs whose prompt carries constraints: how many, and the count and share of each class —
+    chosen passes and rejected fails (the verifiers agree), both pass, both fail (the verifiers cannot tell),
+    reversed (chosen fails and rejected passes: the verifiers disagree)."""
+    if "chosen_passed" not in pairs.columns:
+        return {"verified_pairs": 0}
+    verified = pairs.filter(pl.col("chosen_passed").is_not_null() & pl.col("rejected_passed").is_not_null())
+    chosen, rejected = pl.col("chosen_passed"), pl.col("rejected_passed")
+    label = (pl.when(chosen & ~rejected).then(pl.lit(LABEL_CLASSES[0])).when(chosen & rejected).then(pl.lit(LABEL_CLASSES[1]))
+             .when(~chosen & ~rejected).then(pl.lit(LABEL_CLASSES[2])).otherwise(pl.lit(LABEL_CLASSES[3])))
+    counts = dict(verified.select(label.alias("label")).group_by("label").len().iter_rows())
+    n = verified.height
+    return {"verified_pairs": n, "counts": {c: counts.get(c, 0) for c in LABEL_CLASSES},
+            "shares": {c: round(counts.get(c, 0) / n, 4) if n else None for c in LABEL_CLASSES}}
+
+
+def describe_label_quality(quality: dict | None) -> list[str]:
+    """Label quality in a few plain lines, for cards and `builder show`."""
+    if not quality:
+        return ["not recorded (a version from before label quality was measured)"]
+    if quality.get("basis") == "verifiers":
+        n, shares, counts = quality["verified_pairs"], quality["shares"], quality["counts"]
+        names = {"chosen_passes_rejected_fails": "chosen passes, rejected fails", "both_pass": "both pass",
+                 "both_fail": "both fail", "reversed": "reversed (chosen fails, rejected passes)"}
+        return [f"{n} pairs on verifiable prompts, checked by the verifiers:"] + [
+            f"{names[c]}: {100 * shares[c]:.1f}% ({counts[c]})" for c in LABEL_CLASSES]
+    if quality.get("basis") == "judge_measurement" and quality.get("accuracy") is not None:
+        chance = " — includes chance (50%)" if quality.get("chance_in_interval") else ""
+        return [f"no verifiable prompts; the judge's last measured accuracy: {100 * quality['accuracy']:.1f}% "
+                f"[{100 * quality['low']:.0f}–{100 * quality['high']:.0f}] on {quality['judged_pairs']} {quality['source']} pairs "
+                f"({quality['version']}){chance}"]
+    return ["no verifiable prompts, and this judge is unmeasured (run `builder eval judge --judge <it>`)"]

@@ -23,6 +23,8 @@ class MakePairsConfig(ModelKnobs, SamplingKnobs, JudgeModelKnobs, JudgeKnobs, En
     prompts: str | None = knob(None, PROMPTS_HELP, short="-p")
     limit: int | None = knob(None, LIMIT_HELP, rule="positive")
     n_samples: int = knob(4, "Candidates per prompt (N)", rule="at_least_2", short="-n")
+    verify: bool = knob(False, "Verifiers as rewards (rule checks_first): on prompts that carry constraints, a candidate that "
+                               "fails a check is never chosen over one that passes; within a class the judge decides")
 
     def validate(self) -> None:
         check_knobs(self)

@@ -22,7 +22,9 @@ from builder.engines.runner import run_requests
 from builder.judging.health import pairs_health
 from builder.judging.judge import load_template
 from builder.judging.score import judge_candidates
-from builder.stages.aggregate import build_labels
+from builder.core.registry import judge_label_quality
+from builder.judging.verify import check_candidates, label_quality, prompt_constraints
+from builder.stages.aggregate import CHECKS_FIRST, JUDGE_ONLY, RULES, build_labels
 from builder.stages.configs import MakePairsConfig
 from builder.stages.pairs_card import render_pairs_card
 
@@ -48,7 +50,10 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
         "judgments": asdict(judge_sampling),
         "judge_template": template.sha256,
         "seed": config.seed,
-    } | ({"judge_engine": {"backend": judge_backend}} if judge_backend != config.backend else {})
+    } | ({"judge_engine": {"backend": judge_backend}} if judge_backend != config.backend else {}) \
+      | ({"labels": {"rule": CHECKS_FIRST}} if config.verify else {})  # off: the identity (and id) of earlier versions
+    constraints = prompt_constraints(prompts)
+    rule = CHECKS_FIRST if config.verify else JUDGE_ONLY
 
     def run(vid: str) -> StageOutput:
         options = {"dtype": config.dtype, "batch_size": config.batch_size, "engine_options": config.engine_options}
@@ -62,14 +67,20 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
         judgments = judge_candidates(judge, template, prompts, candidates, judge_sampling, config.seed, store, config.batch_size)
         judgments_s = time.perf_counter() - started - candidates_s
 
-        scored, pairs, dropped = build_labels(prompts, candidates, judgments)
+        checks = check_candidates(constraints, candidates) if constraints else None
+        scored, pairs, dropped = build_labels(prompts, candidates, judgments, checks, rule)
         tables = {
             "prompts": prompts,
             "candidates": scored.sort("candidate_id"),
             "judgments": judgments.sort("judgment_id"),
             "pairs": pairs,
             "dropped": pl.concat([dropped_prompts, dropped]).sort("level", "prompt_id", "candidate_id", "judgment_id", nulls_last=True),
-        }
+        } | ({"checks": checks.sort("candidate_id", "constraint_index")} if checks is not None else {})
+        quality = label_quality(pairs)
+        if not quality["verified_pairs"]:
+            quality |= judge_label_quality(store, judge_ref.fingerprint, template.sha256)
+        else:
+            quality["basis"] = "verifiers"
         manifest = Manifest(
             kind="pairs",
             parent=source.parent_version,
@@ -79,8 +90,9 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
             sampling={"candidates": asdict(candidate_sampling), "judgments": asdict(judge_sampling)},
             judge=template.to_json(),
             seed=config.seed,
-            stats=pairs_stats(tables),
+            stats=pairs_stats(tables) | {"label_quality": quality},
             health=pairs_health(tables),
+            extra={"labels": {"rule": rule, "text": RULES[rule], "verified_prompts": len(constraints)}},
             timing_s={"candidates": round(candidates_s, 2), "judgments": round(judgments_s, 2)},
         )
         return StageOutput(tables, manifest, render_pairs_card)
