@@ -93,7 +93,9 @@ def render_rm_card(manifest: Manifest, tables: dict[str, pl.DataFrame]) -> str:
 
 
 def interval(share, low, high) -> str:
-    return "n/a" if share is None else f"{pct(share)} [{100 * low:.0f}–{100 * high:.0f}]"
+    if share is None:
+        return "n/a"
+    return pct(share) if low is None else f"{pct(share)} [{100 * low:.0f}–{100 * high:.0f}]"
 
 
 def render_judge_card(manifest: Manifest, tables: dict[str, pl.DataFrame]) -> str:

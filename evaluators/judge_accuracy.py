@@ -107,6 +107,8 @@ def evaluate_judge(config: JudgeAccuracyConfig, store: Store) -> tuple[Version, 
             sampling["candidates"] = asdict(candidate_sampling)
         answers_s = time.perf_counter() - started
         candidates = pl.concat(candidates, how="diagonal_relaxed")
+        if "human_rank" not in candidates.columns:  # verifiable answers only
+            candidates = candidates.with_columns(pl.lit(None, pl.Int32).alias("human_rank"))
         prompts = pl.concat(prompts_parts, how="diagonal_relaxed").unique("prompt_id", keep="first", maintain_order=True)
         judgments = judge_candidates(judge, template, prompts, candidates, judge_sampling, config.seed, store, config.batch_size)
         judging_s = time.perf_counter() - started - answers_s
@@ -252,11 +254,14 @@ def judge_stats(pairs: pl.DataFrame, scored: pl.DataFrame, checks: pl.DataFrame,
         answers = scored.filter(pl.col("source") == "verifiable")
         by_prompt = answers.group_by("prompt_id").agg(pl.col("passed").sum().alias("passing"), pl.len().alias("answers"))
         kinds = checks.group_by("kind").agg(pl.col("passed").mean().round(3)).sort("kind")
+        followed = share_with_ci(int(answers["passed"].sum()), answers.height)
         stats["verifiable"] = {
             "prompts": by_prompt.height,
             "answers": answers.height,
             "answers_passing": int(answers["passed"].sum()),
-            "pass_rate": round(float(answers["passed"].mean()), 4) if answers.height else None,
+            "pass_rate": followed["share"],  # the policy's share of fully followed instructions, over answers
+            "pass_rate_low": followed["low"],
+            "pass_rate_high": followed["high"],
             "constraint_pass_rate": round(float(checks["passed"].mean()), 4) if checks.height else None,
             "prompts_all_pass": by_prompt.filter(pl.col("passing") == pl.col("answers")).height,
             "prompts_none_pass": by_prompt.filter(pl.col("passing") == 0).height,

@@ -173,3 +173,53 @@ def test_make_pairs_verify_writes_checks_and_changes_only_its_own_identity(tiny_
     assert quality["basis"] == "verifiers" and quality["verified_pairs"] == pairs.height
     assert "## Label quality" in (store / verified / "README.md").read_text()
     assert "label quality" in run_builder("show", verified, "--store", store, check=True).stdout
+
+
+def test_a_judge_gate_stops_a_recipe(tiny_model, tmp_path):
+    """One prompt, three answers: at most two pass/fail pairs, whose 95% interval always includes 0.5, so the
+    gate in front of M2's make-pairs must stop the recipe, after recording the measurement in M1's lineage."""
+    import yaml
+
+    one_step = {"max_steps": 1, "batch_size": 2, "micro_batch_size": 2, "max_length": 256, "save_steps": 1}
+    prompts = verifiable_prompts(tmp_path / "v.jsonl")
+    recipe = {
+        "name": "gated", "base": str(tiny_model), "generation": {"batch_size": 8, "dtype": "float32"},
+        "sft": {"name": "M1", **one_step},
+        "judge_gate": {"prompts": str(prompts), "limit": 1, "n_samples": 3, "n_judgments": 1, "max_new_tokens": 16,
+                       "judge_max_new_tokens": 24, "action": "stop"},
+        "iteration": {"make_pairs": {"n_samples": 2, "n_judgments": 1, "max_new_tokens": 8, "judge_max_new_tokens": 16}, "dpo": one_step},
+        "iterations": [{"name": "M2", "prompts": str(prompts)}],
+    }
+    path = tmp_path / "gated.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    store = tmp_path / "store"
+    plan = run_builder("run", path, "--dry-run", "--store", store, check=True).stdout
+    assert "M2 judge gate" in plan and plan.index("M2 judge gate") < plan.index("M2 make-pairs")
+
+    result = run_builder("run", path, "--store", store)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "judge gate (M2 judge gate): judge M1" in last and "recipe stopped" in last
+    assert not (store / "models" / "M2").exists()
+    lineage = json.loads((store / "models" / "M1" / "lineage.json").read_text())
+    (measured,) = lineage["judge_measurements"]
+    assert measured["version"].startswith("judge-") and (measured["accuracy"] is None or measured["chance_in_interval"])
+    assert "judge accuracy" in run_builder("models", "--store", store, check=True).stdout
+    record = json.loads(next((store / "runs").glob("gated-*.json")).read_text())
+    assert "recipe stopped" in record["steps"][-1]["stopped"]
+
+    recipe["judge_gate"]["action"] = "maybe"
+    path.write_text(yaml.safe_dump(recipe))
+    bad = run_builder("run", path, "--store", store)
+    assert bad.returncode == 2 and "judge_gate.action: expected one of stop, warn" in bad.stderr
+
+
+@pytest.mark.parametrize("name", ["verifiable", "gpu-small"])
+def test_the_verifiable_recipes_validate(name, tmp_path):
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parent.parent / "recipes" / f"{name}.yaml"
+    plan = run_builder("run", recipe, "--dry-run", "--store", tmp_path / "store", check=True).stdout
+    for step in ("M2 make-verifiable", "M2 judge gate", "M2 make-pairs", "M3 judge gate", "M3 train dpo"):
+        assert step in plan
+    assert "verify=True" in plan and not (tmp_path / "store").exists()

@@ -54,7 +54,8 @@ def judge_notes(stats: dict) -> list[str]:
     notes = [f"judgments parsed: {pct(stats['parse_rate'])} of {stats['judgments']}"]
     v = stats.get("verifiable")
     if v:
-        notes.append(f"verifiable: {v['prompts']} prompts, {pct(v['pass_rate'])} of {v['answers']} answers follow every constraint; "
+        notes.append(f"verifiable: {v['prompts']} prompts, {interval(v['pass_rate'], v.get('pass_rate_low'), v.get('pass_rate_high'))} "
+                     f"of {v['answers']} answers follow every constraint; "
                      f"{v['prompts_with_pairs']} prompts have both a passing and a failing answer "
                      f"({v['prompts_all_pass']} all pass, {v['prompts_none_pass']} none)")
     head = stats["headline"]

@@ -78,6 +78,8 @@ def judge_accuracy_text(lineage: dict) -> str:
     """The newest judge measurement of a model in a few characters: "52% [45–59]", or "-"."""
     measured = lineage.get("judge_measurements") or []
     last = measured[-1] if measured else None
-    if not last or last.get("accuracy") is None:
+    if not last:
         return "-"
+    if last.get("accuracy") is None:
+        return "no pair judged"
     return f"{100 * last['accuracy']:.0f}% [{100 * last['low']:.0f}–{100 * last['high']:.0f}]"
