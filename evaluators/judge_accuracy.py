@@ -17,7 +17,7 @@ Accuracy and baseline carry Wilson 95% intervals; an interval that holds 0.5 is 
 """
 
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import polars as pl
 
@@ -47,6 +47,48 @@ from evaluators.plots import score_histogram
 SOURCES = ("verifiable", "ranked", "pairs")
 
 
+@dataclass
+class Sources:
+    """What the judge will be measured on: prompts, the candidates whose order is known, and where they came from."""
+
+    verifiable: pl.DataFrame | None = None  # prompts with constraints; their answers are generated at run time
+    constraints: dict = field(default_factory=dict)
+    prompts: list[pl.DataFrame] = field(default_factory=list)
+    known: list[pl.DataFrame] = field(default_factory=list)  # ranked and labelled candidates, with human ranks
+    dropped: list[pl.DataFrame] = field(default_factory=list)
+    inputs: dict[str, dict] = field(default_factory=dict)
+    fingerprints: dict[str, str] = field(default_factory=dict)
+
+    def parents(self) -> list[str]:
+        return sorted({p for source in self.inputs.values() for p in (source.get("parent_version"), source.get("parent")) if p})
+
+
+def load_sources(config: JudgeAccuracyConfig, store: Store) -> Sources:
+    """Verifiable prompts when --prompts is given or nothing else is; human-ranked groups; labelled pairs."""
+    found = Sources()
+    if config.prompts is not None or (config.ranked is None and config.pairs is None):
+        found.verifiable, source = load_verifiable(config.prompts, store, config.limit)
+        found.constraints = prompt_constraints(found.verifiable)
+        found.prompts.append(found.verifiable)
+        found.fingerprints["verifiable"] = stable_hash(found.verifiable.select("prompt_id", "constraints").rows())
+        found.inputs["verifiable"] = {**source.to_json(), "limit": config.limit, "prompts_fingerprint": found.fingerprints["verifiable"]}
+    if config.ranked is not None:
+        raw, source = load_seed(config.ranked, "ranked", store)
+        prompts, candidates, dropped = ranked_tables(raw, source.spec, config.limit)
+        found.prompts.append(prompts)
+        found.known.append(candidates.with_columns(pl.lit("ranked").alias("source"), pl.col("prompt_id").alias("group_id")))
+        found.dropped.append(dropped)
+        found.fingerprints["ranked"] = stable_hash(candidates.select("candidate_id", "response", "human_rank").rows())
+        found.inputs["ranked"] = {**source.to_json(), "limit": config.limit}
+    if config.pairs is not None:
+        prompts, candidates, fingerprint = labelled_pairs(config.pairs, config.limit)
+        found.prompts.append(prompts)
+        found.known.append(candidates)
+        found.fingerprints["pairs"] = stable_hash(candidates.select("candidate_id", "response", "human_rank").rows())
+        found.inputs["pairs"] = {"spec": config.pairs, "fingerprint": fingerprint, "limit": config.limit}
+    return found
+
+
 def evaluate_judge(config: JudgeAccuracyConfig, store: Store) -> tuple[Version, bool]:
     config.validate()
     config = replace(config, dtype=resolve_dtype(config.dtype))
@@ -54,35 +96,14 @@ def evaluate_judge(config: JudgeAccuracyConfig, store: Store) -> tuple[Version, 
     template = load_template(config.judge_template)
     judge_sampling = Sampling(config.n_judgments, config.judge_temperature, config.judge_top_p, config.judge_max_new_tokens)
     candidate_sampling = Sampling(config.n_samples, config.temperature, config.top_p, config.max_new_tokens)
-
-    prompts_parts, known, dropped_parts, inputs, fingerprints = [], [], [], {}, {}
-    verifiable = config.prompts is not None or (config.ranked is None and config.pairs is None)
-    if verifiable:
-        v_prompts, v_source = load_verifiable(config.prompts, store, config.limit)
-        constraints = prompt_constraints(v_prompts)
-        prompts_parts.append(v_prompts)
-        fingerprints["verifiable"] = stable_hash(v_prompts.select("prompt_id", "constraints").rows())
-        inputs["verifiable"] = {**v_source.to_json(), "limit": config.limit, "prompts_fingerprint": fingerprints["verifiable"]}
-    if config.ranked is not None:
-        raw, r_source = load_seed(config.ranked, "ranked", store)
-        r_prompts, r_candidates, r_dropped = ranked_tables(raw, r_source.spec, config.limit)
-        prompts_parts.append(r_prompts)
-        known.append(r_candidates.with_columns(pl.lit("ranked").alias("source"), pl.col("prompt_id").alias("group_id")))
-        dropped_parts.append(r_dropped)
-        fingerprints["ranked"] = stable_hash(r_candidates.select("candidate_id", "response", "human_rank").rows())
-        inputs["ranked"] = {**r_source.to_json(), "limit": config.limit}
-    if config.pairs is not None:
-        p_prompts, p_candidates, p_source = labelled_pairs(config.pairs, config.limit)
-        prompts_parts.append(p_prompts)
-        known.append(p_candidates)
-        fingerprints["pairs"] = stable_hash(p_candidates.select("candidate_id", "response", "human_rank").rows())
-        inputs["pairs"] = {"spec": config.pairs, "fingerprint": p_source, "limit": config.limit}
+    sources = load_sources(config, store)
+    verifiable = sources.verifiable is not None
 
     judge_ref = resolve_model(config.judge, store.root, judge_backend == "openai")  # after the inputs: bad input fails first
     policy_ref = resolve_model(config.policy or config.judge, store.root, config.backend == "openai") if verifiable else None
     engine = {"backend": config.backend, "dtype": config.dtype, "batch_size": config.batch_size}
     identity = {
-        "inputs": fingerprints,
+        "inputs": sources.fingerprints,
         "judge": judge_ref.fingerprint,
         "judgments": asdict(judge_sampling),
         "judge_template": template.sha256,
@@ -96,12 +117,12 @@ def evaluate_judge(config: JudgeAccuracyConfig, store: Store) -> tuple[Version, 
         options = {"dtype": config.dtype, "batch_size": config.batch_size}
         judge = load_generator(judge_ref, judge_backend, **options, engine_options=judge_options)
         models = {"judge": {"model": judge_ref.to_json(), "engine": judge.identity}}
-        candidates, checks, sampling = list(known), pl.DataFrame(schema=CHECKS_SCHEMA), {"judgments": asdict(judge_sampling)}
+        candidates, checks, sampling = list(sources.known), pl.DataFrame(schema=CHECKS_SCHEMA), {"judgments": asdict(judge_sampling)}
         if verifiable:
             same = policy_ref == judge_ref and (config.backend, config.engine_options) == (judge_backend, judge_options)
             policy = judge if same else load_generator(policy_ref, config.backend, **options, engine_options=config.engine_options)
-            answers = generate_candidates(policy, prompts_parts[0], candidate_sampling, config.seed, store, config.batch_size)
-            checks = check_candidates(constraints, answers)
+            answers = generate_candidates(policy, sources.verifiable, candidate_sampling, config.seed, store, config.batch_size)
+            checks = check_candidates(sources.constraints, answers)
             candidates.insert(0, answers.with_columns(pl.lit("verifiable").alias("source"), pl.col("prompt_id").alias("group_id")))
             models["policy"] = {"model": policy_ref.to_json(), "engine": policy.identity}
             sampling["candidates"] = asdict(candidate_sampling)
@@ -109,7 +130,7 @@ def evaluate_judge(config: JudgeAccuracyConfig, store: Store) -> tuple[Version, 
         candidates = pl.concat(candidates, how="diagonal_relaxed")
         if "human_rank" not in candidates.columns:  # verifiable answers only
             candidates = candidates.with_columns(pl.lit(None, pl.Int32).alias("human_rank"))
-        prompts = pl.concat(prompts_parts, how="diagonal_relaxed").unique("prompt_id", keep="first", maintain_order=True)
+        prompts = pl.concat(sources.prompts, how="diagonal_relaxed").unique("prompt_id", keep="first", maintain_order=True)
         judgments = judge_candidates(judge, template, prompts, candidates, judge_sampling, config.seed, store, config.batch_size)
         judging_s = time.perf_counter() - started - answers_s
 
@@ -123,14 +144,14 @@ def evaluate_judge(config: JudgeAccuracyConfig, store: Store) -> tuple[Version, 
             "judgments": judgments.sort("judgment_id"),
             "checks": checks.sort("candidate_id", "constraint_index"),
             "prompts": prompts,
-            "dropped": pl.concat([*dropped_parts, _unparsed(judgments)]),
+            "dropped": pl.concat([*sources.dropped, _unparsed(judgments)]),
         }
         plot = score_histogram(health["score_histogram"], f"{judge_ref.spec} judging {', '.join(stats['sources'])}")
         files = {"scores.png": plot} if plot else {}
         manifest = Manifest(
             kind="judge",
-            parents=sorted({s["parent_version"] for s in inputs.values() if s.get("parent_version")} | {s["parent"] for s in inputs.values() if s.get("parent")}),
-            inputs=inputs,
+            parents=sources.parents(),
+            inputs=sources.inputs,
             models=models,
             sampling=sampling,
             judge=template.to_json(),
