@@ -23,6 +23,13 @@ def ci(match: dict, outcome: str) -> str:
     return f"{pct(match[f'{outcome}_rate'])} [{100 * match[f'{outcome}_low']:.0f}–{100 * match[f'{outcome}_high']:.0f}]"
 
 
+def lc_text(match: dict) -> str:
+    """The length-controlled win rate with its bootstrap interval (versions before the interval: the rate alone)."""
+    if match.get("lc_low") is None:
+        return pct(match["lc_win_rate"])
+    return f"{pct(match['lc_win_rate'])} [{100 * match['lc_low']:.0f}–{100 * match['lc_high']:.0f}]"
+
+
 def sampling_text(s: dict) -> str:
     return "greedy" if s["temperature"] == 0 else f"temperature {s['temperature']}, top-p {s['top_p']}" + f", max {s['max_new_tokens']} tokens"
 
@@ -62,7 +69,7 @@ def render_h2h_card(manifest: Manifest, tables: dict[str, pl.DataFrame]) -> str:
     matches = manifest.stats["matches"]
     return _render(
         "h2h_card.md", card_data, manifest,
-        prompt_source=manifest.inputs["prompts"]["spec"], contestants=manifest.extra["contestants"], matches=matches, ci=ci,
+        prompt_source=manifest.inputs["prompts"]["spec"], contestants=manifest.extra["contestants"], matches=matches, ci=ci, lc=lc_text,
         warnings=h2h_warnings(matches),
     )
 
@@ -82,4 +89,29 @@ def render_rm_card(manifest: Manifest, tables: dict[str, pl.DataFrame]) -> str:
         "rm_card.md", card_data, manifest,
         source=manifest.inputs["ranked"]["spec"], n_judge_samples=manifest.sampling["judgments"]["n"],
         stats=manifest.stats, health=manifest.health, warnings=warnings_for(manifest.health),
+    )
+
+
+def interval(share, low, high) -> str:
+    if share is None:
+        return "n/a"
+    return pct(share) if low is None else f"{pct(share)} [{100 * low:.0f}–{100 * high:.0f}]"
+
+
+def render_judge_card(manifest: Manifest, tables: dict[str, pl.DataFrame]) -> str:
+    from builder.judging.health import warnings_for
+
+    card_data = DatasetCardData(
+        pretty_name=f"Judge accuracy {manifest.id}",
+        license="other",
+        task_categories=["text-generation"],
+        size_categories=size_category(tables["judged_pairs"].height),
+        tags=["self-rewarding", "llm-as-a-judge", "judge-accuracy", "evaluation"],
+        configs=table_configs(tables, "judged_pairs"),
+    )
+    return _render(
+        "judge_card.md", card_data, manifest,
+        policy=manifest.model_spec("policy"), n_samples=manifest.sampling.get("candidates", {}).get("n"),
+        n_judge_samples=manifest.sampling["judgments"]["n"], inputs=manifest.inputs, stats=manifest.stats,
+        interval=interval, warnings=warnings_for(manifest.health),
     )

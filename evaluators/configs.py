@@ -4,7 +4,7 @@ from dataclasses import MISSING, dataclass
 
 from builder.core.errors import BuilderError
 from builder.core.knobs import check_knobs, knob
-from builder.engines.options import EngineKnobs, JudgeModelKnobs, ModelKnobs
+from builder.engines.options import EngineKnobs, JudgeModelKnobs, ModelKnobs, SamplingKnobs
 from builder.judging.options import JudgeKnobs
 from builder.stages.configs import LIMIT_HELP, PROMPTS_HELP, RANKED_HELP
 
@@ -51,4 +51,23 @@ class RewardModelConfig(ModelKnobs, JudgeKnobs, EngineKnobs):
         self.check_engine()
 
 
+@dataclass(frozen=True, kw_only=True)
+class JudgeAccuracyConfig(SamplingKnobs, JudgeModelKnobs, JudgeKnobs, EngineKnobs):
+    """`builder eval judge`: how often the judge prefers the better of two answers whose order is known."""
+
+    judge: str | None = knob(None, "The judge to measure, a model spec like --policy [default: smollm2-135m-instruct]", short="-j")
+    policy: str | None = knob(None, "The model that answers the verifiable prompts [default: the judge]")
+    prompts: str | None = knob(None, "Verifiable prompts (a `constraints` column): a file, a verifiable version (its eval split), or "
+                                     "VERSION:TABLE [default: the shipped tasks' eval split; none when only --ranked or --pairs is given]",
+                               short="-p")
+    ranked: str | None = knob(None, "Also: human-ranked groups, as `eval reward-model` reads them (a file or a version)", short="-r")
+    pairs: str | None = knob(None, "Also: labelled pairs, a file (or a pairs version's pairs.parquet) with prompt, chosen, rejected",
+                             path=True)
+    limit: int | None = knob(None, LIMIT_HELP + " of each source", rule="positive")
+    n_samples: int = knob(4, "Answers per verifiable prompt (N)", rule="at_least_2", short="-n")
+
+    def validate(self) -> None:
+        check_knobs(self)
+        self.check_engine()
+        self.judge_engine()
 

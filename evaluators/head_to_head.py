@@ -179,6 +179,8 @@ def match_summary(verdicts: pl.DataFrame, match: str) -> dict:
         **{f"{k}_{part}": shares[k][key] for k in ("win", "tie", "loss") for part, key in (("rate", "share"), ("low", "low"), ("high", "high"))},
         "win_rate_ties_half": float(preference.mean()) if preference.size else None,
         "lc_win_rate": lc["win_rate"],
+        "lc_low": lc["low"],
+        "lc_high": lc["high"],
         "lc_intercept": lc["intercept"],
         "lc_slope": lc["slope"],
         "lc_scale_chars": lc["scale"],

@@ -69,14 +69,17 @@ def test_five_best_counts_responses_scored_five():
     assert summary["spearman_groups"] == 2 and summary["spearman"] == pytest.approx((spearman([5, 5, 1], [-2, -1, -3]) + -1) / 2)
 
 
-def test_shares_and_bootstrap_interval():
+def test_shares_and_wilson_interval():
     shares = shares_with_ci({"win": 30, "tie": 50, "loss": 20, "unparsed": 99})
     assert shares["win"]["share"] == pytest.approx(0.3) and shares["tie"]["share"] == pytest.approx(0.5)
     for k in ("win", "tie", "loss"):
         assert shares[k]["low"] < shares[k]["share"] < shares[k]["high"]
-    # normal approximation for 30 of 100: 0.3 ± 1.96 * 0.0458
-    assert shares["win"]["low"] == pytest.approx(0.21, abs=0.02) and shares["win"]["high"] == pytest.approx(0.39, abs=0.02)
-    assert shares_with_ci({"win": 30, "tie": 50, "loss": 20}) == shares, "a fixed seed: the same interval every time"
+    # Wilson for 30 of 100 (by hand: centre 0.3073, half-width 0.0885)
+    assert shares["win"]["low"] == pytest.approx(0.2189, abs=1e-3) and shares["win"]["high"] == pytest.approx(0.3958, abs=1e-3)
+    # a clean sweep keeps an interval of honest width on the side it cannot see
+    sweep = shares_with_ci({"win": 10})
+    assert sweep["win"]["share"] == 1 and sweep["win"]["high"] == 1 and sweep["win"]["low"] == pytest.approx(0.7225, abs=1e-3)
+    assert sweep["loss"]["share"] == 0 and sweep["loss"]["low"] == 0 and sweep["loss"]["high"] == pytest.approx(0.2775, abs=1e-3)
     assert shares_with_ci({})["win"]["share"] is None
 
 
@@ -91,3 +94,7 @@ def test_length_controlled_win_rate():
     # a clean sweep stays finite
     assert 0.9 < length_controlled_win_rate(np.array([-1.0, 1, -2, 2]), np.ones(4))["win_rate"] < 1
     assert length_controlled_win_rate(np.array([]), np.array([]))["win_rate"] is None
+    # the bootstrap interval holds the estimate and is fixed by its seed
+    lc = length_controlled_win_rate(np.array([-10.0] * 10 + [10.0] * 10), np.array([1.0, 1, 1, 0] * 5))
+    assert lc["low"] < lc["win_rate"] < lc["high"]
+    assert length_controlled_win_rate(np.array([-10.0] * 10 + [10.0] * 10), np.array([1.0, 1, 1, 0] * 5)) == lc

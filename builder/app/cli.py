@@ -11,7 +11,14 @@ from builder.app.eval_cli import eval_group, health_command
 from builder.app.options import config_options, format_option
 from builder.core.errors import BuilderError
 from builder.core.progress import console
-from builder.stages.configs import ImportOasstConfig, MakeEftConfig, MakePairsConfig, MakePromptsConfig, MixSftConfig
+from builder.stages.configs import (
+    ImportOasstConfig,
+    MakeEftConfig,
+    MakePairsConfig,
+    MakePromptsConfig,
+    MakeVerifiableConfig,
+    MixSftConfig,
+)
 from trainers.configs import DPO_ONLY, METHOD_DEFAULTS, TrainConfig
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -102,6 +109,16 @@ def make_prompts_command(store, config):
     _report(*make_prompts(config, open_store(store)))
 
 
+@cli.command("make-verifiable")
+@config_options(MakeVerifiableConfig)
+@store_option
+def make_verifiable_command(store, config):
+    """Compose instructions with constraints a program can check, from seed tasks: a train split and an eval split by task."""
+    from builder.stages.verifiable import make_verifiable
+
+    _report(*make_verifiable(config, open_store(store)))
+
+
 @cli.command("mix-sft")
 @config_options(MixSftConfig)
 @store_option
@@ -149,7 +166,7 @@ def train_dpo_command(store, config):
 @store_option
 def run_command(recipe, dry_run, store):
     """Run a whole recipe: seed data → SFT (M1) → make-prompts → make-pairs → DPO per iteration. Finished steps are skipped."""
-    from builder.app.recipe import load_recipe, record_run, run_recipe
+    from builder.app.recipe import GateStopped, load_recipe, record_run, run_recipe
     from builder.app.show import plan_table, run_table, stdout
 
     recorded = open_store(store)
@@ -162,7 +179,13 @@ def run_command(recipe, dry_run, store):
     def announce(i, step):
         console.rule(f"[bold]{i}/{len(plan.steps)} {step.label}")
 
-    rows = run_recipe(plan, recorded, on_step=announce)
+    try:
+        rows = run_recipe(plan, recorded, on_step=announce)
+    except GateStopped as stop:
+        path = record_run(plan, recorded, stop.rows)
+        stdout().print(run_table(stop.rows, recorded))
+        console.print(f"run record in {path}")
+        raise
     path = record_run(plan, recorded, rows)
     stdout().print(run_table(rows, recorded))
     console.print(f"recipe {plan.name} finished; run record in {path}")
@@ -211,18 +234,18 @@ def show_command(version, output, store):
     damaged = store.verify(found)
     if output == "json":
         return print_json({"manifest": found.manifest.to_json(), "damaged_files": damaged})
-    if found.manifest.kind in ("seed", "eft", "prompts", "sft"):
+    if found.manifest.kind in ("seed", "eft", "prompts", "sft", "verifiable"):
         from builder.app.show import kind_view
 
         return stdout().print(kind_view(found, damaged))
-    if found.manifest.kind in ("h2h", "rm"):
+    if found.manifest.kind in ("h2h", "rm", "judge"):
         from builder.app.eval_views import evaluation_view
 
         return stdout().print(evaluation_view(found, damaged))
     from builder.app.eval_views import health_view
     from builder.judging.health import version_health
 
-    stdout().print(version_view(found, damaged))
+    stdout().print(version_view(found, damaged, store))
     stdout().print(health_view(version_health(found), with_histogram=False))
 
 

@@ -5,12 +5,12 @@ import click
 from builder.app.common import open_store, report_built, store_option
 from builder.app.options import config_options, format_option
 from builder.core.progress import console
-from evaluators.configs import HeadToHeadConfig, RewardModelConfig
+from evaluators.configs import HeadToHeadConfig, JudgeAccuracyConfig, RewardModelConfig
 
 
 @click.group("eval")
 def eval_group():
-    """Evaluate models: head-to-head with order-swap tie detection, reward-model metrics."""
+    """Evaluate models: head-to-head with order-swap tie detection, reward-model metrics, judge accuracy."""
 
 
 @eval_group.command("head-to-head")
@@ -44,6 +44,27 @@ def reward_model_command(store, config):
     version, built = evaluate_reward_model(config, open_store(store))
     report_built(version, built)
     stdout().print(reward_model_table(version.manifest.stats))
+    click.echo(version.id)
+
+
+@eval_group.command("judge")
+@config_options(JudgeAccuracyConfig)
+@store_option
+def judge_command(store, config):
+    """Can I trust this judge? Its accuracy on answer pairs of known order: verifiable prompts, human rankings, labelled pairs."""
+    from builder.app.eval_views import judge_accuracy_table, judge_notes
+    from builder.app.show import stdout
+    from builder.core.registry import record_judge_measurement
+    from evaluators.judge_accuracy import evaluate_judge, measurement
+
+    store = open_store(store)
+    version, built = evaluate_judge(config, store)
+    report_built(version, built)
+    if config.judge and record_judge_measurement(store, config.judge, measurement(version)):
+        console.print(f"recorded in the lineage of model {config.judge}")
+    stdout().print(judge_accuracy_table(version.manifest.stats))
+    for note in judge_notes(version.manifest.stats):
+        console.print(note)
     click.echo(version.id)
 
 

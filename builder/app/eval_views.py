@@ -6,17 +6,17 @@ from rich.table import Table
 from builder.app.show import score_histogram
 from builder.core.store import Version
 from builder.judging.health import version_health, warnings_for
-from evaluators.card import ci, num, pct
+from evaluators.card import ci, interval, lc_text, num, pct
 
 
 def matches_table(matches: list[dict]) -> Table:
-    table = Table(title="head-to-head (A's side, % of decided pairs, bootstrap 95% CI)", title_justify="left")
+    table = Table(title="head-to-head (A's side, % of decided pairs, Wilson 95% CI; LC: bootstrap)", title_justify="left")
     for column in ("match", "decided", "win", "tie", "loss", "unparsed", "LC win", "flips", "1st pos. wins", "chars A / B"):
         table.add_column(column, justify="left" if column == "match" else "right")
     for m in matches:
         table.add_row(
             m["match"], f"{m['decided']}/{m['prompts']}", ci(m, "win"), ci(m, "tie"), ci(m, "loss"), str(m["unparsed"]),
-            pct(m["lc_win_rate"]), pct(m["position_flip_rate"]), pct(m["first_position_win_rate"]),
+            lc_text(m), pct(m["position_flip_rate"]), pct(m["first_position_win_rate"]),
             f"{num(m['mean_chars_a'])} / {num(m['mean_chars_b'])}",
         )
     return table
@@ -37,6 +37,35 @@ def reward_model_table(stats: dict) -> Table:
     ):
         table.add_row(label, value)
     return table
+
+
+def judge_accuracy_table(stats: dict) -> Table:
+    table = Table(title="judge accuracy on pairs of known order (Wilson 95% CI; a tie counts ½)", title_justify="left")
+    for column in ("source", "judged pairs", "accuracy", "ties", "longer wins", "unscored"):
+        table.add_column(column, justify="left" if column == "source" else "right")
+    for name, s in stats["sources"].items():
+        table.add_row(name, str(s["judged_pairs"]), interval(s["accuracy"], s["low"], s["high"]), pct(s["tie_rate"]),
+                      interval(s["longer_wins"], s["longer_low"], s["longer_high"]), str(s["unscored_pairs"]))
+    return table
+
+
+def judge_notes(stats: dict) -> list[str]:
+    """The lines under the table: parse rate, what the verifiers found, and whether the judge beats chance."""
+    notes = [f"judgments parsed: {pct(stats['parse_rate'])} of {stats['judgments']}"]
+    v = stats.get("verifiable")
+    if v:
+        notes.append(f"verifiable: {v['prompts']} prompts, {interval(v['pass_rate'], v.get('pass_rate_low'), v.get('pass_rate_high'))} "
+                     f"of {v['answers']} answers follow every constraint; "
+                     f"{v['prompts_with_pairs']} prompts have both a passing and a failing answer "
+                     f"({v['prompts_all_pass']} all pass, {v['prompts_none_pass']} none)")
+    head = stats["headline"]
+    if head["chance_in_interval"]:
+        notes.append(f"[yellow]⚠ on {head['source']} pairs the interval includes 50%: not measurably better than chance[/]")
+    elif head["accuracy"] is not None:
+        notes.append(f"[green]on {head['source']} pairs the interval excludes 50%[/]")
+    else:
+        notes.append("[yellow]no pair could be judged: no measurement[/]")
+    return notes
 
 
 def health_view(health: dict, with_matches: bool = True, with_histogram: bool = True) -> Group:
@@ -82,11 +111,15 @@ def evaluation_view(version: Version, damaged: list[str]) -> Group:
         ("created", f"{m.created_at}  code {m.code()}"),
         ("judge", f"{m.model_spec('judge')}  {m.models['judge']['model']['fingerprint'][:23]}"),
         ("judge template", f"{m.judge['name']}  sha256 {m.judge['sha256'][:16]}"),
-        ("input", next(iter(m.inputs.values()), {}).get("spec", "-")),
+        ("input", ", ".join(f"{role} {source.get('spec', '-')}" for role, source in m.inputs.items()) or "-"),
+        *([("answers from", f"{m.model_spec('policy')}  n={m.sampling['candidates']['n']}")] if "policy" in m.models else []),
         ("plots", ", ".join(m.extra.get("plots", [])) or "none"),
         ("files", "[red]damaged: " + ", ".join(damaged) + "[/]" if damaged else f"{len(m.files)} files, checksums ok"),
     ]
     for label, value in rows:
         summary.add_row(label, value)
-    results = matches_table(m.stats["matches"]) if m.kind == "h2h" else reward_model_table(m.stats)
+    if m.kind == "judge":
+        results = Group(judge_accuracy_table(m.stats), *judge_notes(m.stats))
+    else:
+        results = matches_table(m.stats["matches"]) if m.kind == "h2h" else reward_model_table(m.stats)
     return Group(summary, results, health_view(version_health(version), with_matches=False))

@@ -2,6 +2,11 @@
 
     base (M0) ─[make-eft]─ mix-sft ─ train sft (M1) ─ per iteration: make-prompts ─ make-pairs ─ train dpo (M2, M3…)
 
+An iteration may compose verifiable instructions instead of self-instructing (`make_verifiable:`), and a
+`judge_gate:` measures each iteration's judge with `eval judge` before its make-pairs (on the iteration's
+verifiable eval split, or the gate's own `prompts`), records the figures in the judge model's lineage, and
+warns, or stops the recipe, when the judge's 95% interval includes chance (0.5).
+
 A recipe's settings are the fields of the stage configs themselves (MakeEftConfig, MixSftConfig, TrainConfig,
 MakePromptsConfig, MakePairsConfig), so a recipe can say whatever the command line can, and a misspelt or
 mistyped key fails before any work starts, with its key path. Every step is content-addressed (a version's id
@@ -20,17 +25,36 @@ from pathlib import Path
 import yaml
 
 from builder.core.errors import BuilderError
+from builder.core.progress import console
 from builder.core.records import file_sha256
 from builder.core.store import Store, now
 from builder.engines.models import DEFAULT_MODEL
-from builder.stages.configs import ImportOasstConfig, MakeEftConfig, MakePairsConfig, MakePromptsConfig, MixSftConfig
+from builder.stages.configs import (
+    ImportOasstConfig,
+    MakeEftConfig,
+    MakePairsConfig,
+    MakePromptsConfig,
+    MakeVerifiableConfig,
+    MixSftConfig,
+)
+from evaluators.configs import JudgeAccuracyConfig
 from trainers.configs import METHOD_DEFAULTS, TrainConfig
 
 GENERATION_KEYS = ("backend", "batch_size", "dtype")  # `generation:` settings, shared by every step that generates
 TOP_LEVEL = {"name", "base", "seed", "judge_template", "generation", "import_oasst", "seed_data", "ift_sft", "make_eft", "mix_sft", "sft",
-             "iteration", "iterations"}
+             "iteration", "iterations", "judge_gate"}
 SEED_DATA = {"ift", "ranked", "eft"}
-ITERATION_STEPS = ("make_prompts", "make_pairs", "dpo")
+ITERATION_STEPS = ("make_prompts", "make_verifiable", "make_pairs", "dpo")
+GATE_ACTIONS = ("stop", "warn")
+
+
+class GateStopped(BuilderError):
+    """A judge gate with `action: stop` found a judge whose interval includes chance; the recipe ends here."""
+
+    def __init__(self, message: str, version_id: str):
+        super().__init__(message)
+        self.version_id = version_id
+        self.rows: list[dict] = []
 TRAINING_KEYS = {f.name for f in fields(TrainConfig)} - {"method", "base", "data", "name"}  # the rest the loop wires
 
 
@@ -52,6 +76,7 @@ class Step:
     settings: dict  # the config's fields; From values are filled in at run time
     where: str  # the recipe key that configures it, for error messages
     produces_model: str | None = None
+    action: str | None = None  # judge gates: stop | warn
 
 
 @dataclass(frozen=True)
@@ -131,10 +156,13 @@ def plan(raw: dict, store: Store) -> list[Step]:
 
 
 def iteration_steps(raw: dict, first: str, shared: dict, seed_prompts, store: Store) -> list[Step]:
-    """make-prompts → make-pairs → DPO for each entry of `iterations`, each on the model the one before made."""
-    allowed = {"make_prompts": _keys(MakePromptsConfig), "make_pairs": _keys(MakePairsConfig) - {"model", "prompts"}, "dpo": TRAINING_KEYS}
-    shared_iteration = _mapping(raw.get("iteration") or {}, "iteration", set(ITERATION_STEPS))
-    shared_iteration = {step: _mapping(shared_iteration.get(step) or {}, f"iteration.{step}", allowed[step]) for step in ITERATION_STEPS}
+    """[make-prompts or make-verifiable] → [judge gate] → make-pairs → DPO for each entry of `iterations`, each on
+    the model the one before made."""
+    allowed = {"make_prompts": _keys(MakePromptsConfig), "make_verifiable": _keys(MakeVerifiableConfig),
+               "make_pairs": _keys(MakePairsConfig) - {"model", "prompts"}, "dpo": TRAINING_KEYS}
+    given_shared = _mapping(raw.get("iteration") or {}, "iteration", set(ITERATION_STEPS))
+    shared_iteration = {step: _mapping(given_shared.get(step) or {}, f"iteration.{step}", allowed[step]) for step in ITERATION_STEPS}
+    gate, action = judge_gate(raw.get("judge_gate"), store)
     iterations = raw.get("iterations") or []
     if not isinstance(iterations, list):
         raise BuilderError(f"iterations: expected a list, got {type(iterations).__name__}")
@@ -148,8 +176,13 @@ def iteration_steps(raw: dict, first: str, shared: dict, seed_prompts, store: St
             raise BuilderError(f"{where}.name: {name!r} is already the name of an earlier model")
         merged = {step: shared_iteration[step] | _mapping(entry.get(step) or {}, f"{where}.{step}", allowed[step]) for step in ITERATION_STEPS}
         prompts = _existing_data(_typed(entry.get("prompts"), str | None, f"{where}.prompts"), f"{where}.prompts", store)
-        _known_model(merged["make_pairs"].get("judge"), f"{where}.make_pairs.judge", store, names)
-        if prompts is None:
+        judge = _known_model(merged["make_pairs"].get("judge"), f"{where}.make_pairs.judge", store, names) or policy
+        verifiable = None
+        if prompts is None and ("make_verifiable" in given_shared or "make_verifiable" in entry):
+            steps.append(_step(f"{name} make-verifiable", "make-verifiable", MakeVerifiableConfig, f"{where}.make_verifiable",
+                               merged["make_verifiable"], shared, {}))
+            prompts = verifiable = From(steps[-1].label)
+        elif prompts is None:
             chosen = merged["make_prompts"]
             wired = {"model": _known_model(chosen.pop("model", None), f"{where}.make_prompts.model", store, names) or policy,
                      "seed_prompts": _existing_data(chosen.pop("seed_prompts", None), f"{where}.make_prompts.seed_prompts", store)
@@ -157,12 +190,29 @@ def iteration_steps(raw: dict, first: str, shared: dict, seed_prompts, store: St
             steps.append(_step(f"{name} make-prompts", "make-prompts", MakePromptsConfig, f"{where}.make_prompts",
                                merged["make_prompts"], shared, wired))
             prompts = From(steps[-1].label)
+        if gate is not None:
+            wired = {"judge": judge, "policy": policy, "prompts": gate.get("prompts") or verifiable}
+            gate_step = _step(f"{name} judge gate", "judge-gate", JudgeAccuracyConfig, "judge_gate", {k: v for k, v in gate.items() if k != "prompts"},
+                              shared, wired)
+            steps.append(Step(gate_step.label, gate_step.kind, gate_step.config, gate_step.settings, gate_step.where, action=action))
         steps.append(_step(f"{name} make-pairs", "make-pairs", MakePairsConfig, f"{where}.make_pairs", merged["make_pairs"], shared,
                            {"model": policy, "prompts": prompts}))
         steps.append(_training_step(name, "dpo", f"{where}.dpo", merged["dpo"], policy, From(steps[-1].label), shared["seed"]))
         policy = name
         names.add(name)
     return steps
+
+
+def judge_gate(raw, store: Store) -> tuple[dict | None, str | None]:
+    """The `judge_gate:` settings (eval judge's options, less the judge and policy the loop wires) and its action."""
+    if raw is None:
+        return None, None
+    gate = dict(_mapping(raw, "judge_gate", (_keys(JudgeAccuracyConfig) - {"judge", "policy"}) | {"action"}))
+    action = gate.pop("action", "warn")
+    if action not in GATE_ACTIONS:
+        raise BuilderError(f"judge_gate.action: expected one of {', '.join(GATE_ACTIONS)}, got {action!r}")
+    gate["prompts"] = _existing_data(_typed(gate.get("prompts"), str | None, "judge_gate.prompts"), "judge_gate.prompts", store)
+    return gate, action
 
 
 def _keys(config: type) -> set[str]:
@@ -248,17 +298,46 @@ def run_step(step: Step, outputs: dict[str, str], store: Store) -> tuple[str, bo
     from builder.stages.seed import import_oasst
     from builder.stages.self_instruct import make_prompts
     from builder.stages.sft_mix import mix_sft
+    from builder.stages.verifiable import make_verifiable
     from trainers.train import train
 
     config = step.config(**resolved(step.settings, outputs))
+    if step.kind == "judge-gate":
+        return run_gate(step, config, store)
     if step.kind == "import-oasst":
         version, built = import_oasst(config, store)
         return version.id, built
     if step.kind == "train":
         _, trained = train(config, store)
         return config.name, trained
-    build = {"make-eft": make_eft, "mix-sft": mix_sft, "make-prompts": make_prompts, "make-pairs": make_pairs}[step.kind]
+    build = {"make-eft": make_eft, "mix-sft": mix_sft, "make-prompts": make_prompts, "make-pairs": make_pairs,
+             "make-verifiable": make_verifiable}[step.kind]
     version, built = build(config, store)
+    return version.id, built
+
+
+def run_gate(step: Step, config, store: Store) -> tuple[str, bool]:
+    """Measure the iteration's judge (eval judge), record it in the judge model's lineage, and warn or stop when
+    its 95% interval includes 0.5 (or no pair could be judged)."""
+    from builder.core.registry import record_judge_measurement
+    from evaluators.judge_accuracy import evaluate_judge, measurement
+
+    version, built = evaluate_judge(config, store)
+    measured = measurement(version)
+    record_judge_measurement(store, config.judge, measured)
+    if measured["accuracy"] is None:
+        problem = "no pair of a passing and a failing answer could be judged, so it is not shown to beat chance"
+    elif measured["chance_in_interval"]:
+        problem = (f"accuracy {100 * measured['accuracy']:.1f}%, 95% interval {100 * measured['low']:.0f}–{100 * measured['high']:.0f}% "
+                   f"on {measured['judged_pairs']} {measured['source']} pairs includes chance (50%)")
+    else:
+        console.print(f"judge gate: {config.judge} passes: accuracy {100 * measured['accuracy']:.1f}% "
+                      f"[{100 * measured['low']:.0f}–{100 * measured['high']:.0f}] ({version.id})")
+        return version.id, built
+    message = f"judge gate ({step.label}): judge {config.judge}: {problem} ({version.id})"
+    if step.action == "stop":
+        raise GateStopped(message + "; recipe stopped", version.id)
+    console.print(f"[yellow]⚠ {message}[/]")
     return version.id, built
 
 
@@ -279,7 +358,13 @@ def run_recipe(recipe: Recipe, store: Store, on_step=None) -> list[dict]:
         if on_step:
             on_step(i, step)
         started = time.perf_counter()
-        output, ran = run_step(step, outputs, store)
+        try:
+            output, ran = run_step(step, outputs, store)
+        except GateStopped as stop:
+            rows.append({"step": step.label, "output": stop.version_id, "ran": True, "seconds": round(time.perf_counter() - started, 1),
+                         "stopped": str(stop)})
+            stop.rows = rows
+            raise
         outputs[step.label] = output
         rows.append({"step": step.label, "output": output, "ran": ran, "seconds": round(time.perf_counter() - started, 1)})
     return rows

@@ -39,15 +39,15 @@ def versions_table(store: Store) -> Table:
 
 
 def models_table(models: list[dict]) -> Table:
-    from builder.core.registry import ancestry, checkpoint_summary, final_metrics
+    from builder.core.registry import ancestry, checkpoint_summary, final_metrics, judge_accuracy_text
 
     by_name = {m["name"]: m for m in models}
     table = Table(title="models", title_justify="left")
-    for column in ("name", "lineage", "training", "final metrics"):
+    for column in ("name", "lineage", "training", "final metrics", "judge accuracy"):
         table.add_column(column, overflow="fold", no_wrap=column == "lineage", ratio=None if column in ("name", "lineage") else 1)
     for m in models:
         training = f"{m['method']}, {m['steps']} steps on {m['data']['version']}" + checkpoint_summary(m)
-        table.add_row(m["name"], " → ".join(ancestry(m, by_name)), training, final_metrics(m["metrics"]))
+        table.add_row(m["name"], " → ".join(ancestry(m, by_name)), training, final_metrics(m["metrics"]), judge_accuracy_text(m))
     return table
 
 
@@ -61,6 +61,8 @@ def kind_summary(manifest: Manifest) -> str:
         return f"agreement {_pct(stats.get('agreement_rate'))}, {stats.get('eft_examples')} EFT examples"
     if kind == "prompts":
         return f"kept {stats.get('kept')} of {stats.get('requested')} generated"
+    if kind == "verifiable":
+        return f"{stats.get('train_instructions')} train + {stats.get('eval_instructions')} eval instructions, {stats.get('constraint_kinds')} constraint kinds"
     if kind == "sft":
         return f"{stats.get('ift_examples')} IFT + {stats.get('eft_examples')} EFT examples"
     if kind == "seed":
@@ -68,12 +70,30 @@ def kind_summary(manifest: Manifest) -> str:
     if kind == "h2h":
         return "; ".join(f"{m['match']}: win {_pct(m.get('win_rate'))} tie {_pct(m.get('tie_rate'))} loss {_pct(m.get('loss_rate'))}"
                          for m in stats.get("matches", []))
+    if kind == "judge":
+        head = stats.get("headline", {})
+        if head.get("accuracy") is None:
+            return "judge accuracy: no judged pair"
+        return (f"judge accuracy {_pct(head['accuracy'])} [{100 * head['low']:.0f}–{100 * head['high']:.0f}] "
+                f"on {head['judged_pairs']} {head['source']} pairs")
     if kind == "rm":
         return f"pairwise accuracy {_pct(stats.get('pairwise_accuracy'))} over {stats.get('groups')} groups"
     return ""
 
 
-def version_view(version: Version, damaged: list[str]) -> Group:
+def label_quality_lines(manifest: Manifest, store: Store | None) -> list[str]:
+    """Label quality as recorded, except that a judge measured since the version was built is shown as it is now."""
+    from builder.core.registry import judge_label_quality
+    from builder.judging.verify import describe_label_quality
+
+    quality = manifest.stats.get("label_quality")
+    if store is not None and quality and quality.get("basis") != "verifiers":
+        quality = judge_label_quality(store, manifest.models["judge"]["model"]["fingerprint"], (manifest.judge or {}).get("sha256"))
+    rule = manifest.extra.get("labels", {}).get("rule")
+    return describe_label_quality(quality) + ([f"labelling rule: {rule}"] if rule else [])
+
+
+def version_view(version: Version, damaged: list[str], store: Store | None = None) -> Group:
     m = version.manifest
     stats = m.stats
     summary = Table.grid(padding=(0, 2))
@@ -119,7 +139,9 @@ def version_view(version: Version, damaged: list[str]) -> Group:
     rates.add_row("mean tokens", ", ".join(f"{k} {_value(v)}" for k, v in stats["mean_tokens"].items()))
     rates.add_row("mean score", ", ".join(f"{k} {_value(v)}" for k, v in stats["mean_score"].items()))
 
-    parts = [Panel(summary, title="manifest", title_align="left"), counts, drops, rates, score_histogram(stats["score_histogram"])]
+    quality = Text("\n".join(label_quality_lines(m, store)))
+    parts = [Panel(summary, title="manifest", title_align="left"), counts, drops, rates, Panel(quality, title="label quality", title_align="left"),
+             score_histogram(stats["score_histogram"])]
     if stats["parse_failure_rate"] and stats["parse_failure_rate"] > 0.5:
         parts.append(
             "[yellow]Most judgments did not end with a 'Score: N' line, so their candidates gave no labels. "

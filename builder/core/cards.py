@@ -31,6 +31,8 @@ KIND_TITLES = {
     "seed": ("Self-rewarding seed data", "pairs of instructions and answers (ift) and human-ranked response groups (ranked)", "ift"),
     "eft": ("Self-rewarding EFT data", "judge training examples kept where the model's scores agree with the human ranking", "eft"),
     "prompts": ("Self-instruct prompts", "new prompts written by a model from 8 seed prompts each, filtered", "prompts"),
+    "verifiable": ("Verifiable instructions", ("instructions whose constraints a program checks, composed from seed tasks, "
+                   "with a training split (prompts) and a held-out split by task (eval)"), "prompts"),
     "sft": ("Self-rewarding SFT mix", "instruction following and judge examples mixed for the M0 → M1 SFT step", "sft"),
 }
 

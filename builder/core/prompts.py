@@ -2,7 +2,10 @@
 
 prompts: prompt_id, prompt (the last user turn), messages (the conversation to answer), source (the input's
 content fingerprint, never its path: the same input typed as a relative or an absolute path gives the same
-table), source_row, source_id (the input's own `id` column, when it has one).
+table), source_row, source_id (the input's own `id` column, when it has one), and `constraints` (JSON text of
+verifiable constraints, see builder/judging/constraints.py) only when the input has that column.
+
+A version's other tables are read as `VERSION:TABLE` (e.g. `verifiable-3f2a:eval`, a held-out split).
 """
 
 import json
@@ -62,16 +65,25 @@ def read_source(spec: str, store, what: str = "prompts") -> tuple[pl.DataFrame, 
         version = store.find(spec, missing_ok=True)
         if version is not None:
             return _read_version_dir(version, spec)
+        name, _, table = spec.rpartition(":")
+        version = store.find(name, missing_ok=True) if name and table.isidentifier() else None
+        if version is not None:
+            return _read_version_dir(version, spec, table)
     raise BuilderError(f"{what} {spec!r}: no such file, folder, dataset version or hf: dataset")
 
 
-def _read_version_dir(folder: Path, spec: str) -> tuple[pl.DataFrame, PromptSource]:
+def _read_version_dir(folder: Path, spec: str, name: str = "prompts") -> tuple[pl.DataFrame, PromptSource]:
     manifest = json.loads((folder / "manifest.json").read_text())
-    table = folder / "prompts.parquet"
+    table = folder / f"{name}.parquet"
     if not table.exists():
-        raise BuilderError(f"version {manifest['id']} has no prompts table")
-    frame = pl.read_parquet(table).select("prompt", "messages", pl.col("prompt_id").alias("id"))
-    return frame, PromptSource(spec, "version", f"version:{manifest['id']}:{manifest['files']['prompts.parquet']['sha256']}", manifest["id"])
+        raise BuilderError(f"version {manifest['id']} has no {name} table")
+    frame = pl.read_parquet(table)
+    if "prompt" not in frame.columns or "messages" not in frame.columns:
+        raise BuilderError(f"the {name} table of version {manifest['id']} holds no prompts")
+    carried = [c for c in CARRIED if c in frame.columns]
+    frame = frame.select("prompt", "messages", pl.col("prompt_id").alias("id"), *carried)
+    fingerprint = f"version:{manifest['id']}:{manifest['files'][table.name]['sha256']}"
+    return frame, PromptSource(spec, "version", fingerprint, manifest["id"])
 
 
 def _read_hub_dataset(spec: str) -> tuple[pl.DataFrame, PromptSource]:
@@ -106,6 +118,9 @@ def read_file(path: Path) -> pl.DataFrame:
     raise BuilderError(f"{path}: unsupported file type {suffix!r} (use .jsonl, .json, .parquet or .csv)")
 
 
+CARRIED = ("constraints",)  # optional columns a prompts table keeps when its input has them
+
+
 def normalise(raw: pl.DataFrame, source: str, limit: int | None, origin: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """`source` names the input in messages; `origin` (its fingerprint, default `source`) fills the source column."""
     if raw.height == 0:
@@ -115,13 +130,13 @@ def normalise(raw: pl.DataFrame, source: str, limit: int | None, origin: str | N
     elif "prompt" in raw.columns:
         if raw.schema["prompt"] != pl.String:
             raise BuilderError(f"{source}: the 'prompt' column must hold text, not {raw.schema['prompt']}")
-        conversations = [[{"role": "user", "content": p}] if p and p.strip() else [] for p in raw["prompt"].to_list()]
+        conversations = [text_conversation(p) for p in raw["prompt"].to_list()]
     else:
         raise BuilderError(f"{source} needs a 'prompt' or 'messages' column (found: {', '.join(raw.columns)})")
     ids = raw["id"].cast(pl.String).to_list() if "id" in raw.columns else [None] * raw.height
     frame = pl.DataFrame(
         {
-            "prompt_id": [stable_hash(c)[:16] if c else None for c in conversations],
+            "prompt_id": [prompt_key(c) for c in conversations],
             "prompt": [c[-1]["content"] if c else None for c in conversations],
             "messages": conversations,
             "source": [origin or source] * raw.height,
@@ -130,6 +145,8 @@ def normalise(raw: pl.DataFrame, source: str, limit: int | None, origin: str | N
         },
         schema=PROMPTS_SCHEMA,
     )
+    if "constraints" in raw.columns:
+        frame = frame.with_columns(pl.Series("constraints", _json_texts(raw["constraints"]), pl.String))
     if limit is not None:
         frame = frame.head(limit)
     empty = frame.filter(pl.col("prompt_id").is_null())
@@ -140,6 +157,37 @@ def normalise(raw: pl.DataFrame, source: str, limit: int | None, origin: str | N
         raise BuilderError(f"no usable prompts in {source} (all empty)")
     detail = pl.format("source row {}", "source_row")
     return frame, pl.concat([drops(empty, "prompt", "empty_prompt", detail), drops(duplicate, "prompt", "duplicate_prompt", detail)])
+
+
+def text_conversation(text: str | None) -> list[dict]:
+    """A prompt text as a one-turn conversation (empty for a blank text)."""
+    return [{"role": "user", "content": text}] if text and text.strip() else []
+
+
+def conversation_of(value, source: str, row: int) -> list[dict]:
+    """A prompt cell, a text or a list of messages, as the conversation to answer."""
+    return text_conversation(value) if value is None or isinstance(value, str) else _conversation(value, source, row)
+
+
+def prompt_key(conversation: list[dict]) -> str | None:
+    """A prompt's id: the hash of its conversation (None for an empty one)."""
+    return stable_hash(conversation)[:16] if conversation else None
+
+
+def _json_texts(column: pl.Series) -> list[str | None]:
+    """Constraints as JSON text, whether the input kept them as text or as parsed JSON (lists of objects). Parsed
+    JSON read by polars has the union of every row's object keys, the missing ones null: those are dropped."""
+    if column.dtype == pl.String:
+        return column.to_list()
+    return [None if value is None else json.dumps(_without_nulls(value), ensure_ascii=False, sort_keys=True) for value in column.to_list()]
+
+
+def _without_nulls(value):
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 def _conversation(messages, source: str, row: int) -> list[dict]:

@@ -59,3 +59,14 @@ def drops(frame: pl.DataFrame, level: str, reason: str | pl.Expr, detail: str | 
     ids = [pl.col(name) if name in DROP_IDS[level] else pl.lit(None, pl.String).alias(name)
            for name in ("prompt_id", "candidate_id", "judgment_id")]
     return frame.select(pl.lit(level).alias("level"), *ids, expr(reason).alias("reason"), expr(detail).alias("detail")).cast(DROPPED_SCHEMA)
+CHECKS_SCHEMA = {  # one row per candidate and constraint of its prompt: the verifier's verdict
+    "candidate_id": pl.String,
+    "prompt_id": pl.String,
+    "constraint_index": pl.Int32,
+    "kind": pl.String,
+    "params": pl.String,  # JSON
+    "passed": pl.Boolean,
+    "detail": pl.String,
+}
+INSTRUCTIONS_SCHEMA = {"instruction_id": pl.String, "split": pl.String, "task": pl.String, "prompt": pl.String,
+                       "constraints": pl.String, "kinds": pl.List(pl.String)}

@@ -64,7 +64,7 @@ def version_health(version: Version) -> dict:
         return {"kind": kind} | pairs_health({n: read(n) for n in ("judgments", "candidates", "pairs")})
     if kind == "h2h":
         return {"kind": kind} | h2h_health({n: read(n) for n in ("verdicts", "summary")})
-    if kind == "rm":
+    if kind in ("rm", "judge"):
         return {"kind": kind} | scores_health(read("judgments"), read("candidates"))
     return {"kind": kind}
 

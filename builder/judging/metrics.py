@@ -1,9 +1,12 @@
-"""Pure metric functions: bootstrap intervals, the length-controlled win rate, and ranking agreement.
+"""Pure metric functions: intervals for shares, the length-controlled win rate, and ranking agreement.
 
 Conventions, stated once:
 - Win/tie/loss shares are over the decided pairs (both orders parsed); unparsed pairs are counted apart.
-- Bootstrap: resampling n pairs with replacement from a categorical sample is a multinomial draw, so the
-  interval comes from multinomial draws of the observed shares (percentile interval, fixed seed).
+- A share's 95% interval is Wilson's score interval: unlike the percentile bootstrap (or the normal
+  approximation) it does not collapse to zero width when the share is 0 or 1 (0 of 10 gives 0–28%, not 0–0%).
+  A count with halves (a tie counted ½) is used as it is: the usual approximation for ties.
+- The length-controlled win rate's interval is a percentile bootstrap over pairs (fixed seed): the logistic
+  fit is refitted on each resample.
 - Ranking: human rank 1 is the best. A pair of responses the human ranked equal is not a pair to order.
   A pair the model scored equal, or where either response has no parsed score, does not agree.
   Spearman uses average ranks for ties; Kendall is tau-b, which corrects for ties on both sides. Both are
@@ -12,45 +15,74 @@ Conventions, stated once:
 """
 
 import math
+from statistics import NormalDist
 
 import numpy as np
 
 OUTCOMES = ("win", "tie", "loss")
 
 
-def shares_with_ci(counts: dict[str, int], n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict[str, dict]:
-    """{outcome: {"share", "low", "high"}} over the decided outcomes in counts (keys win, tie, loss)."""
-    observed = np.array([counts.get(k, 0) for k in OUTCOMES], dtype=float)
-    total = observed.sum()
-    if total == 0:
-        return {k: {"share": None, "low": None, "high": None} for k in OUTCOMES}
-    draws = np.random.default_rng(seed).multinomial(int(total), observed / total, size=n_boot) / total
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(draws, [tail, 100 - tail], axis=0)
-    return {k: {"share": observed[i] / total, "low": float(low[i]), "high": float(high[i])} for i, k in enumerate(OUTCOMES)}
+def wilson_interval(successes: float, n: int, level: float = 0.95) -> tuple[float, float] | tuple[None, None]:
+    """Wilson's score interval for a share successes / n; (None, None) when n is 0."""
+    if n <= 0:
+        return None, None
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    share = successes / n
+    denominator = 1 + z * z / n
+    centre = (share + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(max(share * (1 - share), 0.0) / n + z * z / (4 * n * n)) / denominator
+    return (0.0 if successes <= 0 else max(0.0, centre - half)), (1.0 if successes >= n else min(1.0, centre + half))
 
 
-def length_controlled_win_rate(length_diff: np.ndarray, preference: np.ndarray, penalty: float = 0.1) -> dict:
+def share_with_ci(successes: float, n: int, level: float = 0.95) -> dict:
+    """{"share", "low", "high", "n"}: a share and its Wilson interval (all None over nothing)."""
+    low, high = wilson_interval(successes, n, level)
+    return {"share": successes / n if n else None, "low": low, "high": high, "n": n}
+
+
+def shares_with_ci(counts: dict[str, int], level: float = 0.95) -> dict[str, dict]:
+    """{outcome: {"share", "low", "high"}} over the decided outcomes in counts (keys win, tie, loss), each
+    share with its Wilson interval."""
+    total = sum(counts.get(k, 0) for k in OUTCOMES)
+    return {k: {key: value for key, value in share_with_ci(counts.get(k, 0), total, level).items() if key != "n"} for k in OUTCOMES}
+
+
+def length_controlled_win_rate(length_diff: np.ndarray, preference: np.ndarray, penalty: float = 0.1,
+                               n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
     """Logistic regression of A's preference (1 win, 0.5 tie, 0 loss) on the standardised length difference
     (len A - len B, divided by its standard deviation), fitted by Newton's method with a small L2 penalty so
     that a clean sweep stays finite. The length-controlled win rate is the fitted preference at zero length
-    difference: sigmoid(intercept)."""
+    difference: sigmoid(intercept). `low`, `high`: its percentile bootstrap interval, resampling pairs."""
     y = np.asarray(preference, dtype=float)
     if y.size == 0:
-        return {"win_rate": None, "intercept": None, "slope": None, "scale": None, "n": 0}
+        return {"win_rate": None, "low": None, "high": None, "intercept": None, "slope": None, "scale": None, "n": 0}
     diff = np.asarray(length_diff, dtype=float)
     scale = float(diff.std()) or 1.0
     x = np.column_stack([np.ones_like(diff), diff / scale])
-    w = np.zeros(2)
+    w = _logistic_fit(x, y, penalty)
+    rng = np.random.default_rng(seed)
+    rates = [_sigmoid(_logistic_fit(x[rows], y[rows], penalty)[0]) for rows in rng.integers(0, y.size, size=(n_boot, y.size))]
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(rates, [tail, 100 - tail]) if rates else (None, None)
+    return {"win_rate": _sigmoid(w[0]), "low": None if low is None else float(low), "high": None if high is None else float(high),
+            "intercept": float(w[0]), "slope": float(w[1]), "scale": scale, "n": int(y.size)}
+
+
+def _sigmoid(value: float) -> float:
+    return float(1 / (1 + math.exp(-value)))
+
+
+def _logistic_fit(x: np.ndarray, y: np.ndarray, penalty: float) -> np.ndarray:
+    w = np.zeros(x.shape[1])
     for _ in range(100):
         p = 1 / (1 + np.exp(-(x @ w)))
         gradient = x.T @ (y - p) - penalty * w
-        hessian = (x.T * (p * (1 - p))) @ x + penalty * np.eye(2)
+        hessian = (x.T * (p * (1 - p))) @ x + penalty * np.eye(x.shape[1])
         step = np.linalg.solve(hessian, gradient)
         w += step
         if np.abs(step).max() < 1e-10:
             break
-    return {"win_rate": float(1 / (1 + math.exp(-w[0]))), "intercept": float(w[0]), "slope": float(w[1]), "scale": scale, "n": int(y.size)}
+    return w
 
 
 def average_ranks(values) -> np.ndarray:

@@ -11,12 +11,27 @@ Rules (the paper's, made explicit):
   of the candidates whose mean is within ρ of the highest and above the lowest, so that a longer answer
   is not preferred for a score difference the judge cannot really tell apart (Meta-Rewarding's remedy for
   self-rewarding's drift to longer answers); rejected stays the lowest mean.
+
+With verifiers (`make-pairs --verify`) the rule is `checks_first` (RULES below): the share of its prompt's
+constraints a candidate passes comes before the judge's mean (and before length control), so a candidate that
+fails a check is never chosen over one that passes them all. Prompts without constraints are ranked by the
+judge alone.
 """
 
 import polars as pl
 
 from builder.core.prompts import turn
 from builder.core.schemas import drops
+from builder.judging.verify import with_checks
+
+JUDGE_ONLY, CHECKS_FIRST = "judge_only", "checks_first"
+RULES = {
+    JUDGE_ONLY: "candidates are ranked by the judge's mean score, then by the lower sample index; chosen = first, "
+                "rejected = last; equal means are a tie",
+    CHECKS_FIRST: "candidates are ranked by the share of their prompt's constraints they pass, then by the judge's mean "
+                  "score, then by the lower sample index; chosen = first, rejected = last; a prompt whose chosen and "
+                  "rejected are equal on both is a tie; a candidate without a parsed score is never a label",
+}
 
 
 def score_candidates(candidates: pl.DataFrame, judgments: pl.DataFrame) -> pl.DataFrame:
@@ -35,37 +50,49 @@ LENGTH_CONTROL_RULE = ("chosen = the shortest (tokens, then sample index) candid
 
 
 def chosen_first(length_control: float | None) -> tuple[list[pl.Expr], list[bool]]:
-    """Sort keys (and their directions) that put one prompt's chosen candidate first among its scored candidates."""
+    """Sort keys (and their directions) that put one prompt's chosen candidate first among its scored candidates,
+    after the checks rank."""
     if length_control is None:
         return [pl.col("score_mean"), pl.col("sample_index")], [True, False]
     eligible = (pl.col("score_mean") >= pl.col("score_mean").max() - length_control) & (pl.col("score_mean") > pl.col("score_mean").min())
     return [eligible, pl.col("n_tokens"), pl.col("sample_index")], [True, False, False]
 
 
-def select_pairs(prompts: pl.DataFrame, scored: pl.DataFrame, length_control: float | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Returns (pairs, prompts dropped at this stage)."""
+def select_pairs(prompts: pl.DataFrame, scored: pl.DataFrame, rule: str = JUDGE_ONLY,
+                 length_control: float | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Returns (pairs, prompts dropped at this stage). `rule` is a key of RULES."""
+    checks = pl.col("checks_rank")
     keys, descending = chosen_first(length_control)
+    best, first = (checks, *keys), [True, *descending]
+    worst, last = (checks, pl.col("score_mean"), pl.col("sample_index")), [False, False, False]
+    rank = pl.col("check_share").fill_null(0.0) if rule == CHECKS_FIRST else pl.lit(0.0)
     by_prompt = (
         scored.filter(pl.col("n_scored") > 0)
+        .with_columns(rank.alias("checks_rank"))
         .group_by("prompt_id")
         .agg(
             pl.len().alias("n_scored_candidates"),
-            pl.col("candidate_id").sort_by(keys, descending=descending).first().alias("chosen_id"),
-            pl.col("candidate_id").sort_by("score_mean", "sample_index", descending=[False, False]).first().alias("rejected_id"),
-            pl.col("score_mean").sort_by(keys, descending=descending).first().alias("score_chosen"),
-            pl.col("score_mean").min().alias("score_rejected"),
+            pl.col("candidate_id").sort_by(*best, descending=first).first().alias("chosen_id"),
+            pl.col("candidate_id").sort_by(*worst, descending=last).first().alias("rejected_id"),
+            pl.col("score_mean").sort_by(*best, descending=first).first().alias("score_chosen"),
+            pl.col("score_mean").sort_by(*worst, descending=last).first().alias("score_rejected"),
+            checks.sort_by(*best, descending=first).first().alias("checks_chosen"),
+            checks.sort_by(*worst, descending=last).first().alias("checks_rejected"),
         )
+        .with_columns(((pl.col("score_chosen") == pl.col("score_rejected")) & (pl.col("checks_chosen") == pl.col("checks_rejected"))).alias("tied"))
     )
     everyone = prompts.select("prompt_id").join(by_prompt, on="prompt_id", how="left")
     too_few = everyone.filter(pl.col("n_scored_candidates").fill_null(0) < 2)
-    ties = everyone.filter((pl.col("n_scored_candidates") >= 2) & (pl.col("score_chosen") == pl.col("score_rejected")))
-    winners = everyone.filter((pl.col("n_scored_candidates") >= 2) & (pl.col("score_chosen") > pl.col("score_rejected")))
+    ties = everyone.filter((pl.col("n_scored_candidates") >= 2) & pl.col("tied"))
+    winners = everyone.filter((pl.col("n_scored_candidates") >= 2) & ~pl.col("tied"))
 
-    response = scored.select("candidate_id", "response", "n_tokens")
+    verified = "passed" in scored.columns  # the prompts carry constraints: each side says whether it passed them all
+    response = scored.select("candidate_id", "response", "n_tokens", *(["passed"] if verified else []))
+    side = lambda name: {"candidate_id": f"{name}_id", "response": f"{name}_text", "n_tokens": f"{name}_tokens", "passed": f"{name}_passed"}  # noqa: E731
     pairs = (
         winners.join(prompts.select("prompt_id", "messages"), on="prompt_id")
-        .join(response.rename({"candidate_id": "chosen_id", "response": "chosen_text", "n_tokens": "chosen_tokens"}), on="chosen_id")
-        .join(response.rename({"candidate_id": "rejected_id", "response": "rejected_text", "n_tokens": "rejected_tokens"}), on="rejected_id")
+        .join(response.rename(side("chosen"), strict=False), on="chosen_id")
+        .join(response.rename(side("rejected"), strict=False), on="rejected_id")
         .select(
             pl.format("{}>{}", "chosen_id", "rejected_id").alias("pair_id"),
             "prompt_id",
@@ -79,6 +106,7 @@ def select_pairs(prompts: pl.DataFrame, scored: pl.DataFrame, length_control: fl
             (pl.col("score_chosen") - pl.col("score_rejected")).alias("score_margin"),
             "chosen_tokens",
             "rejected_tokens",
+            *(["chosen_passed", "rejected_passed"] if verified else []),
         )
         .sort("prompt_id")
     )
@@ -102,8 +130,12 @@ def unlabelled(scored: pl.DataFrame, judgments: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([bad_judgments, unscored])
 
 
-def build_labels(prompts: pl.DataFrame, candidates: pl.DataFrame, judgments: pl.DataFrame, length_control: float | None = None):
-    """(candidates with their scores, pairs, dropped rows) from the three raw tables."""
+def build_labels(prompts: pl.DataFrame, candidates: pl.DataFrame, judgments: pl.DataFrame,
+                 checks: pl.DataFrame | None = None, rule: str = JUDGE_ONLY, length_control: float | None = None):
+    """(candidates with their scores, pairs, dropped rows) from the raw tables; with `checks` (the verifiers'
+    rows), candidates and pairs also say which answers passed, and `rule` says whether that decides."""
     scored = score_candidates(candidates, judgments)
-    pairs, dropped_prompts = select_pairs(prompts, scored, length_control)
+    if checks is not None:
+        scored = with_checks(scored, checks)
+    pairs, dropped_prompts = select_pairs(prompts, scored, rule, length_control)
     return scored, pairs, pl.concat([unlabelled(scored, judgments), dropped_prompts])

@@ -25,6 +25,8 @@ class MakePairsConfig(ModelKnobs, SamplingKnobs, JudgeModelKnobs, JudgeKnobs, En
     n_samples: int = knob(4, "Candidates per prompt (N)", rule="at_least_2", short="-n")
     length_control: float | None = knob(None, "RHO: the chosen response is the shortest candidate whose mean score is within RHO "
                                               "of the best (and above the worst) [default: off, the highest mean]", rule="non_negative")
+    verify: bool = knob(False, "Verifiers as rewards (rule checks_first): on prompts that carry constraints, a candidate that "
+                               "fails a check is never chosen over one that passes; within a class the judge decides")
 
     def validate(self) -> None:
         check_knobs(self)
@@ -63,6 +65,28 @@ class MakePromptsConfig(ModelKnobs, SamplingKnobs, EngineKnobs):
     def validate(self) -> None:
         check_knobs(self)
         self.check_engine()
+
+
+@dataclass(frozen=True, kw_only=True)
+class MakeVerifiableConfig:
+    """`builder make-verifiable`: instructions with constraints code can check, composed from seed tasks; train and eval splits."""
+
+    n_prompts: int = knob(1000, "Training instructions to compose (the `prompts` table)", rule="positive")
+    n_eval: int = knob(200, "Held-out instructions, composed from the held-out tasks only (the `eval` table)", rule="positive")
+    eval_share: float = knob(0.2, "Share of the tasks held out: every instruction made from a held-out task is in `eval`", rule="share")
+    min_constraints: int = knob(1, "Fewest constraints per instruction", rule="positive")
+    max_constraints: int = knob(3, "Most constraints per instruction", rule="positive")
+    tasks: str | None = knob(None, "Seed tasks, one per line [default: the 192 shipped tasks, builder/data/verifiable/tasks.txt]", path=True)
+    seed: int = knob(0, "Seed of the training instructions (another seed: other instructions, the same split)")
+    split_seed: int = knob(0, "Seed of the task split and of the held-out instructions; keep it fixed so every iteration is "
+                              "measured on the same eval split")
+
+    def validate(self) -> None:
+        check_knobs(self)
+        if self.min_constraints > self.max_constraints:
+            raise BuilderError("--min-constraints must not exceed --max-constraints")
+        if self.eval_share == 0:
+            raise BuilderError("--eval-share must be above 0: the eval split needs tasks of its own")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -18,6 +18,7 @@ from builder.core.records import (
     request_key,
     stable_hash,
 )
+from builder.core.registry import judge_label_quality
 from builder.core.schemas import CANDIDATES_SCHEMA
 from builder.core.stage import StageOutput, build_version
 from builder.core.stats import pairs_stats
@@ -28,7 +29,8 @@ from builder.engines.runner import answer_lazily
 from builder.judging.health import pairs_health
 from builder.judging.judge import load_template
 from builder.judging.score import judge_candidates
-from builder.stages.aggregate import LENGTH_CONTROL_RULE, build_labels, select_pairs
+from builder.judging.verify import check_candidates, label_quality, prompt_constraints
+from builder.stages.aggregate import CHECKS_FIRST, JUDGE_ONLY, LENGTH_CONTROL_RULE, RULES, build_labels, select_pairs
 from builder.stages.configs import MakePairsConfig
 from builder.stages.fit_context import context_record, drop_too_long
 from builder.stages.pairs_card import render_pairs_card
@@ -56,7 +58,10 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
         "judge_template": template.sha256,
         "seed": config.seed,
     } | ({"judge_engine": {"backend": judge_backend}} if judge_backend != config.backend else {}) \
-      | ({"length_control": config.length_control} if config.length_control is not None else {})
+      | ({"length_control": config.length_control} if config.length_control is not None else {}) \
+      | ({"labels": {"rule": CHECKS_FIRST}} if config.verify else {})  # off: the identity (and id) of earlier versions
+    constraints = prompt_constraints(prompts)
+    rule = CHECKS_FIRST if config.verify else JUDGE_ONLY
 
     def run(vid: str) -> StageOutput:
         options = {"dtype": config.dtype, "batch_size": config.batch_size, "engine_options": config.engine_options}
@@ -71,15 +76,22 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
         judgments = judge_candidates(judge, template, fitting, candidates, judge_sampling, config.seed, store, config.batch_size)
         judgments_s = time.perf_counter() - started - candidates_s
 
-        scored, pairs, dropped = build_labels(fitting, candidates, judgments, config.length_control)
+        checks = check_candidates(constraints, candidates) if constraints else None
+        scored, pairs, dropped = build_labels(fitting, candidates, judgments, checks, rule, config.length_control)
         tables = {
             "prompts": fitting,
             "candidates": scored.sort("candidate_id"),
             "judgments": judgments.sort("judgment_id"),
             "pairs": pairs,
             "dropped": pl.concat([dropped_prompts, too_long, dropped]).sort("level", "prompt_id", "candidate_id", "judgment_id", nulls_last=True),
-        }
-        extra = {"context": context_record(policy, judge)}
+        } | ({"checks": checks.sort("candidate_id", "constraint_index")} if checks is not None else {})
+        quality = label_quality(pairs)
+        if not quality["verified_pairs"]:
+            quality |= judge_label_quality(store, judge_ref.fingerprint, template.sha256)
+        else:
+            quality["basis"] = "verifiers"
+        extra = {"context": context_record(policy, judge),
+                 "labels": {"rule": rule, "text": RULES[rule], "verified_prompts": len(constraints)}}
         if config.length_control is not None:
             extra["length_control"] = length_control_record(fitting, scored, pairs, config.length_control)
         manifest = Manifest(
@@ -91,7 +103,7 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
             sampling={"candidates": asdict(candidate_sampling), "judgments": asdict(judge_sampling)},
             judge=template.to_json(),
             seed=config.seed,
-            stats=pairs_stats(tables),
+            stats=pairs_stats(tables) | {"label_quality": quality},
             health=pairs_health(tables),
             extra=extra,
             timing_s={"candidates": round(candidates_s, 2), "judgments": round(judgments_s, 2)},

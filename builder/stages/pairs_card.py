@@ -8,6 +8,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 from builder.core.cards import TABLES, size_category, table_configs
 from builder.core.manifest import Manifest
 from builder.judging.health import warnings_for
+from builder.judging.verify import describe_label_quality
 
 
 def render_pairs_card(manifest: Manifest, tables: dict[str, pl.DataFrame]) -> str:
@@ -42,6 +43,8 @@ def render_pairs_card(manifest: Manifest, tables: dict[str, pl.DataFrame]) -> st
         health=manifest.health,
         length_control=manifest.extra.get("length_control"),
         warnings=warnings_for(manifest.health) if manifest.health else [],
+        label_quality=describe_label_quality(manifest.stats.get("label_quality")),
+        label_rule=manifest.extra.get("labels", {}),
         pct=lambda rate: "n/a" if rate is None else f"{100 * rate:.1f}%",
         value=lambda number: "n/a" if number is None else number,
     )

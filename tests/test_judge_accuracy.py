@@ -1,0 +1,225 @@
+"""Labels you can trust: Wilson intervals, the checks_first rule, label quality, `eval judge` end to end on the
+tiny model, `make-pairs --verify`, and a judge gate that stops a recipe."""
+
+import json
+import random
+
+import polars as pl
+import pytest
+from conftest import run_builder
+
+from builder.core.schemas import CANDIDATES_SCHEMA, JUDGMENTS_SCHEMA, PROMPTS_SCHEMA
+from builder.judging.constraints import Constraint
+from builder.judging.metrics import share_with_ci, wilson_interval
+from builder.judging.verify import check_candidates, label_quality
+from builder.stages.aggregate import CHECKS_FIRST, JUDGE_ONLY, build_labels
+
+SHORT = [Constraint("max_words", {"n": 3})]  # "ok" passes, a five-word answer fails
+PASSING, FAILING = "ok", "one two three four five"
+
+
+def test_wilson_interval_at_zero_one_and_between():
+    low, high = wilson_interval(0, 10)
+    assert low == 0 and high == pytest.approx(0.2775, abs=1e-4)  # not the bootstrap's 0–0
+    low, high = wilson_interval(10, 10)
+    assert high == 1 and low == pytest.approx(0.7225, abs=1e-4)
+    low, high = wilson_interval(52, 100)  # about the issue's 0.52 on ~200 pairs, here on 100
+    assert low == pytest.approx(0.4231, abs=1e-3) and high == pytest.approx(0.6153, abs=1e-3) and low < 0.5 < high
+    assert wilson_interval(0, 0) == (None, None)
+    assert share_with_ci(2.5, 4)["share"] == 0.625  # a tie counts ½
+
+
+def labelled_tables(groups: dict[str, list[tuple[str, list[float | None]]]]):
+    """groups[prompt] = [(response, judge scores)…] → prompts (all with the SHORT constraint), candidates, judgments."""
+    prompts = pl.DataFrame(
+        [{"prompt_id": p, "prompt": p, "messages": [{"role": "user", "content": p}], "source": "t", "source_row": i, "source_id": None}
+         for i, p in enumerate(groups)], schema=PROMPTS_SCHEMA)
+    candidates, judgments = [], []
+    for p, answers in groups.items():
+        for c, (response, scores) in enumerate(answers):
+            cid = f"{p}-c{c}"
+            candidates.append({"candidate_id": cid, "prompt_id": p, "sample_index": c, "response": response, "finish_reason": "stop",
+                               "n_tokens": len(response), "request_key": "k"})
+            judgments += [{"judgment_id": f"{cid}-j{j}", "candidate_id": cid, "prompt_id": p, "sample_index": j, "raw": "",
+                           "rationale": "", "score": s, "parse_error": None if s is not None else "empty", "finish_reason": "stop",
+                           "n_tokens": 1, "request_key": "k"} for j, s in enumerate(scores)]
+    candidates = pl.DataFrame(candidates, schema=CANDIDATES_SCHEMA)
+    checks = check_candidates({p: SHORT for p in groups}, candidates)
+    return prompts, candidates, pl.DataFrame(judgments, schema=JUDGMENTS_SCHEMA), checks
+
+
+def test_checks_first_never_chooses_a_failing_candidate_over_a_passing_one():
+    tables = labelled_tables({"a": [(FAILING, [5, 5]), (PASSING, [1, 1]), (PASSING, [3, 2])]})
+    _, judge_pairs, _ = build_labels(*tables, JUDGE_ONLY)
+    assert judge_pairs["chosen_id"].to_list() == ["a-c0"]  # the judge alone prefers the failing answer
+    _, pairs, _ = build_labels(*tables, CHECKS_FIRST)
+    # chosen: the better-scored of the passing answers; rejected: the failing one, whatever the judge gave it
+    assert pairs.select("chosen_id", "rejected_id", "chosen_passed", "rejected_passed").row(0) == ("a-c2", "a-c0", True, False)
+    assert pairs["score_margin"][0] == pytest.approx(2.5 - 5)  # the verifiers overrule the judge: a negative margin, kept
+
+
+def test_checks_first_on_random_groups():
+    """Property: over many random groups, no pair has a failing chosen while a scored passing candidate exists,
+    and when both classes are scored the rejected one fails."""
+    rng = random.Random(0)
+    groups = {f"p{i}": [(rng.choice([PASSING, FAILING]), [rng.choice([None, 1, 2, 3, 4, 5]) for _ in range(2)]) for _ in range(4)]
+              for i in range(200)}
+    scored, pairs, _ = build_labels(*labelled_tables(groups), CHECKS_FIRST)
+    classes = scored.filter(pl.col("n_scored") > 0).group_by("prompt_id").agg(pl.col("passed").any().alias("any_pass"),
+                                                                              (~pl.col("passed")).any().alias("any_fail"))
+    checked = pairs.join(classes, on="prompt_id")
+    assert checked.height > 100
+    assert checked.filter(pl.col("any_pass") & ~pl.col("chosen_passed")).height == 0
+    assert checked.filter(pl.col("any_pass") & pl.col("any_fail") & pl.col("rejected_passed")).height == 0
+    assert label_quality(pairs)["counts"]["reversed"] == 0
+
+
+def test_checks_first_ties_only_within_a_class_and_ignores_prompts_without_constraints():
+    prompts, candidates, judgments, checks = labelled_tables({"tie": [(PASSING, [3]), (PASSING, [3])], "plain": [(FAILING, [2]), (PASSING, [4])]})
+    checks = checks.filter(pl.col("prompt_id") == "tie")  # "plain" carries no constraint: the judge alone decides
+    _, pairs, dropped = build_labels(prompts, candidates, judgments, checks, CHECKS_FIRST)
+    assert dropped.filter(pl.col("reason") == "tie")["prompt_id"].to_list() == ["tie"]
+    assert pairs.select("chosen_id", "chosen_passed").row(0) == ("plain-c1", None)
+
+
+def test_label_quality_classes():
+    pairs = pl.DataFrame({"chosen_passed": [True, True, False, False, None], "rejected_passed": [False, True, False, True, None]})
+    quality = label_quality(pairs)
+    assert quality["verified_pairs"] == 4
+    assert quality["counts"] == {"chosen_passes_rejected_fails": 1, "both_pass": 1, "both_fail": 1, "reversed": 1}
+    assert label_quality(pl.DataFrame({"chosen_id": ["x"]})) == {"verified_pairs": 0}
+
+
+def verifiable_prompts(path):
+    """Prompts the tiny model half follows: its answers run to 4–9 words, and the constraint allows 6."""
+    rows = [{"prompt": f"Name thing number {i}. Use at most 6 words.",
+             "constraints": json.dumps([{"kind": "max_words", "params": {"n": 6}}])} for i in range(4)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+FAST = ["--n-judgments", "2", "--max-new-tokens", "16", "--judge-max-new-tokens", "24", "--batch-size", "8"]
+
+
+def test_eval_judge_end_to_end(tiny_model, tmp_path):
+    store = tmp_path / "store"
+    pairs_file = tmp_path / "pairs.jsonl"
+    pairs_file.write_text('{"prompt": "Say hi.", "chosen": "Hi there!", "rejected": "no"}\n'
+                          '{"prompt": "Say hi.", "chosen": "Hello!", "rejected": ""}\n')
+    args = ["eval", "judge", "--judge", tiny_model, "--prompts", verifiable_prompts(tmp_path / "v.jsonl"), "--pairs", pairs_file,
+            "--n-samples", "4", *FAST, "--store", store]
+    result = run_builder(*args, check=True)
+    vid = result.stdout.strip().splitlines()[-1]
+    assert vid.startswith("judge-")
+    assert "judge accuracy on pairs of known order" in result.stdout and "judgments parsed" in result.stderr + result.stdout
+    version = store / vid
+    manifest = json.loads((version / "manifest.json").read_text())
+    stats = manifest["stats"]
+    assert set(stats["sources"]) == {"verifiable", "pairs"}
+    assert stats["sources"]["pairs"]["pairs"] == 2  # a prompt with two labelled pairs keeps both
+    v = stats["sources"]["verifiable"]
+    assert v["pairs"] == v["judged_pairs"] + v["unscored_pairs"] and v["correct"] + v["ties"] + v["wrong"] == v["judged_pairs"]
+    if v["judged_pairs"]:
+        assert v["low"] <= v["accuracy"] <= v["high"] and v["low"] < v["high"]
+    assert 0 <= stats["parse_rate"] <= 1 and stats["score_histogram"]
+    assert stats["verifiable"]["answers"] == 16
+    checks = pl.read_parquet(version / "checks.parquet")
+    assert checks.height == 16 and set(checks["kind"]) == {"max_words"}
+    pairs = pl.read_parquet(version / "judged_pairs.parquet")
+    assert pairs.height == v["pairs"] + 2 and set(pairs["outcome"]) <= {"correct", "tie", "wrong", "unscored"}
+    assert "## Accuracy (Wilson 95% intervals)" in (version / "README.md").read_text()
+    shown = run_builder("show", vid, "--store", store, check=True).stdout
+    assert "judge accuracy" in shown and "verifiable" in shown
+    listed = run_builder("ls", "--store", store, check=True).stdout
+    assert "judge accuracy" in listed
+    again = run_builder(*args)
+    assert again.returncode == 0 and "already built" in again.stderr + again.stdout
+
+    # the labels of a pairs version made by this judge, on prompts without constraints, cite this measurement
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text('{"prompt": "Say hello."}\n{"prompt": "Name a fruit."}\n')
+    built = run_builder("make-pairs", "--model", tiny_model, "--prompts", plain, "--n-samples", "2", *FAST, "--store", store, check=True)
+    pairs_id = built.stdout.strip().splitlines()[-1]
+    quality = json.loads((store / pairs_id / "manifest.json").read_text())["stats"]["label_quality"]
+    assert quality["basis"] == "judge_measurement" and quality["version"] == vid
+    assert "last measured accuracy" in (store / pairs_id / "README.md").read_text() or quality["accuracy"] is None
+
+
+def test_eval_judge_refuses_prompts_without_constraints(tmp_path):
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text('{"prompt": "Say hello."}\n')
+    result = run_builder("eval", "judge", "--prompts", plain, "--store", tmp_path / "store")
+    assert result.returncode == 2 and "no prompt carries constraints" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_make_pairs_verify_writes_checks_and_changes_only_its_own_identity(tiny_model, tmp_path):
+    store = tmp_path / "store"
+    prompts = verifiable_prompts(tmp_path / "v.jsonl")
+    common = ["make-pairs", "--model", tiny_model, "--prompts", prompts, "--n-samples", "4", *FAST, "--store", store]
+    plain = run_builder(*common, check=True).stdout.strip().splitlines()[-1]
+    verified = run_builder(*common, "--verify", check=True).stdout.strip().splitlines()[-1]
+    assert plain != verified
+    plain_m, verified_m = (json.loads((store / v / "manifest.json").read_text()) for v in (plain, verified))
+    assert "labels" not in plain_m["identity"] and verified_m["identity"]["labels"] == {"rule": "checks_first"}
+    assert verified_m["extra"]["labels"]["rule"] == "checks_first" and plain_m["extra"]["labels"]["rule"] == "judge_only"
+    checks = pl.read_parquet(store / verified / "checks.parquet")
+    assert checks.height == 16 and checks.columns[:5] == ["candidate_id", "prompt_id", "constraint_index", "kind", "params"]
+    pairs = pl.read_parquet(store / verified / "pairs.parquet")
+    candidates = pl.read_parquet(store / verified / "candidates.parquet")
+    passing = candidates.filter(pl.col("passed") & pl.col("score_mean").is_not_null()).group_by("prompt_id").len()
+    assert pairs.join(passing, on="prompt_id").filter(~pl.col("chosen_passed")).height == 0
+    quality = verified_m["stats"]["label_quality"]
+    assert quality["basis"] == "verifiers" and quality["verified_pairs"] == pairs.height
+    assert "## Label quality" in (store / verified / "README.md").read_text()
+    assert "label quality" in run_builder("show", verified, "--store", store, check=True).stdout
+
+
+def test_a_judge_gate_stops_a_recipe(tiny_model, tmp_path):
+    """One prompt, three answers: at most two pass/fail pairs, whose 95% interval always includes 0.5, so the
+    gate in front of M2's make-pairs must stop the recipe, after recording the measurement in M1's lineage."""
+    import yaml
+
+    one_step = {"max_steps": 1, "batch_size": 2, "micro_batch_size": 2, "max_length": 256, "save_steps": 1}
+    prompts = verifiable_prompts(tmp_path / "v.jsonl")
+    recipe = {
+        "name": "gated", "base": str(tiny_model), "generation": {"batch_size": 8, "dtype": "float32"},
+        "sft": {"name": "M1", **one_step},
+        "judge_gate": {"prompts": str(prompts), "limit": 1, "n_samples": 3, "n_judgments": 1, "max_new_tokens": 16,
+                       "judge_max_new_tokens": 24, "action": "stop"},
+        "iteration": {"make_pairs": {"n_samples": 2, "n_judgments": 1, "max_new_tokens": 8, "judge_max_new_tokens": 16}, "dpo": one_step},
+        "iterations": [{"name": "M2", "prompts": str(prompts)}],
+    }
+    path = tmp_path / "gated.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    store = tmp_path / "store"
+    plan = run_builder("run", path, "--dry-run", "--store", store, check=True).stdout
+    assert "M2 judge gate" in plan and plan.index("M2 judge gate") < plan.index("M2 make-pairs")
+
+    result = run_builder("run", path, "--store", store)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "judge gate (M2 judge gate): judge M1" in last and "recipe stopped" in last
+    assert not (store / "models" / "M2").exists()
+    lineage = json.loads((store / "models" / "M1" / "lineage.json").read_text())
+    (measured,) = lineage["judge_measurements"]
+    assert measured["version"].startswith("judge-") and (measured["accuracy"] is None or measured["chance_in_interval"])
+    assert "judge accuracy" in run_builder("models", "--store", store, check=True).stdout
+    record = json.loads(next((store / "runs").glob("gated-*.json")).read_text())
+    assert "recipe stopped" in record["steps"][-1]["stopped"]
+
+    recipe["judge_gate"]["action"] = "maybe"
+    path.write_text(yaml.safe_dump(recipe))
+    bad = run_builder("run", path, "--store", store)
+    assert bad.returncode == 2 and "judge_gate.action: expected one of stop, warn" in bad.stderr
+
+
+@pytest.mark.parametrize("name", ["verifiable", "gpu-small"])
+def test_the_verifiable_recipes_validate(name, tmp_path):
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parent.parent / "recipes" / f"{name}.yaml"
+    plan = run_builder("run", recipe, "--dry-run", "--store", tmp_path / "store", check=True).stdout
+    for step in ("M2 make-verifiable", "M2 judge gate", "M2 make-pairs", "M3 judge gate", "M3 train dpo"):
+        assert step in plan
+    assert "verify=True" in plan and not (tmp_path / "store").exists()
