@@ -13,7 +13,8 @@ import polars as pl
 
 from builder.core.records import Completion, Request, stable_hash
 
-SHARD_SCHEMA = {"key": pl.String, "sample": pl.Int32, "text": pl.String, "finish_reason": pl.String, "n_tokens": pl.Int32}
+SHARD_SCHEMA = {"key": pl.String, "sample": pl.Int32, "text": pl.String, "finish_reason": pl.String, "n_tokens": pl.Int32,
+                "choice_probs": pl.List(pl.Float64)}  # shards written before choice_probs existed read it as null
 
 
 class GenerationCache:
@@ -25,20 +26,21 @@ class GenerationCache:
         if not shards or not keys:
             return {}
         rows = (
-            pl.scan_parquet(shards, schema=SHARD_SCHEMA)
+            pl.scan_parquet(shards, schema=SHARD_SCHEMA, missing_columns="insert")
             .filter(pl.col("key").is_in(list(keys)))
             .unique(["key", "sample"], keep="first")
             .sort("key", "sample")
             .collect()
         )
         found: dict[str, list[Completion]] = {}
-        for key, text, reason, n_tokens in rows.select("key", "text", "finish_reason", "n_tokens").iter_rows():
-            found.setdefault(key, []).append(Completion(text, reason, n_tokens))
+        for key, text, reason, n_tokens, probs in rows.select("key", "text", "finish_reason", "n_tokens", "choice_probs").iter_rows():
+            found.setdefault(key, []).append(Completion(text, reason, n_tokens, None if probs is None else tuple(probs)))
         return found
 
     def save(self, requests: list[Request], answers: list[list[Completion]]) -> None:
         rows = [
-            {"key": r.key, "sample": i, "text": c.text, "finish_reason": c.finish_reason, "n_tokens": c.n_tokens}
+            {"key": r.key, "sample": i, "text": c.text, "finish_reason": c.finish_reason, "n_tokens": c.n_tokens,
+             "choice_probs": None if c.choice_probs is None else list(c.choice_probs)}
             for r, completions in zip(requests, answers, strict=True)
             for i, c in enumerate(completions)
         ]

@@ -18,6 +18,22 @@ class Sampling:
 
 
 @dataclass(frozen=True)
+class Constraint:
+    """Guided decoding: the whole answer must match `regex` (a full match; no lookarounds or backreferences).
+
+    The answer is free text up to the first `closer` character, then a fixed-form tail of at most `tail_chars`
+    characters (e.g. "\nScore: 5"); an engine that can count tokens forces the closer early enough for the tail
+    to fit in the token budget. `choices` are the alternatives of the answer's last token (e.g. the score
+    digits): the engine reports the probability of each at that position, renormalised over the choices.
+    """
+
+    regex: str
+    closer: str = "\n"
+    tail_chars: int = 0
+    choices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Request:
     """One call to a model: a conversation to continue, n samples of it."""
 
@@ -25,6 +41,7 @@ class Request:
     messages: tuple[Message, ...]
     sampling: Sampling
     seed: int
+    constraint: Constraint | None = None
 
 
 @dataclass(frozen=True)
@@ -32,6 +49,9 @@ class Completion:
     text: str
     finish_reason: Literal["stop", "length"]
     n_tokens: int
+    # The probability of each of the request's constraint.choices at the answer's last token; None when the
+    # request asked for none, or the answer does not end with one of them.
+    choice_probs: tuple[float, ...] | None = None
 
 
 def stable_hash(value) -> str:
@@ -40,10 +60,14 @@ def stable_hash(value) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def make_request(generator_identity: dict, messages: list[Message], sampling: Sampling, seed: int) -> Request:
-    key = stable_hash({"generator": generator_identity, "messages": messages, "sampling": asdict(sampling), "seed": seed})
+def make_request(
+    generator_identity: dict, messages: list[Message], sampling: Sampling, seed: int, constraint: Constraint | None = None
+) -> Request:
+    content = {"generator": generator_identity, "messages": messages, "sampling": asdict(sampling), "seed": seed}
+    # An unconstrained request keeps the key it had before constraints existed, so old caches stay valid.
+    key = stable_hash(content | ({"constraint": asdict(constraint)} if constraint else {}))
     # Each request carries its own seed so that backends with per-request seeds (vLLM, HTTP) are reproducible.
-    return Request(key=key, messages=tuple(messages), sampling=sampling, seed=int(key[:15], 16))
+    return Request(key=key, messages=tuple(messages), sampling=sampling, seed=int(key[:15], 16), constraint=constraint)
 
 
 def file_sha256(path: Path) -> str:
