@@ -8,6 +8,7 @@ import click
 
 from builder.app.common import UserError, open_store, report_built, store_option
 from builder.app.eval_cli import eval_group, health_command
+from builder.app.judge_options import judge_options
 from builder.core.errors import BuilderError
 from builder.core.progress import console
 from builder.engines.options import backend_options, dtype_option, judge_backend_options
@@ -44,10 +45,9 @@ def cli():
 @click.option("--temperature", type=float, default=0.7, show_default=True)
 @click.option("--top-p", type=float, default=0.9, show_default=True)
 @click.option("--max-new-tokens", type=int, default=256, show_default=True, help="Candidate length limit")
-@click.option("--judge-temperature", type=float, default=0.7, show_default=True)
-@click.option("--judge-top-p", type=float, default=0.9, show_default=True)
-@click.option("--judge-max-new-tokens", type=int, default=256, show_default=True)
-@click.option("--judge-template", type=click.Path(dir_okay=False), default=None, help="A template file with {prompt} and {response} [default: the additive 5-point template]")
+@judge_options("pointwise")
+@click.option("--score", type=click.Choice(["sampled", "expected"]), default="sampled", show_default=True,
+              help="A judgment's score: the sampled digit (the paper's), or its expectation under the judge's probabilities of 0-5")
 @click.option("--seed", type=int, default=0, show_default=True)
 @backend_options
 @judge_backend_options

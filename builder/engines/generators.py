@@ -7,6 +7,7 @@ they complete rather than per batch.
 """
 
 import hashlib
+import os
 from typing import Protocol
 
 from builder.core.errors import BuilderError
@@ -56,13 +57,6 @@ class TransformersGenerator:
         # batch_size is part of the identity: it decides which requests share a random stream.
         self.identity = {"backend": "transformers", "model": model.fingerprint, "dtype": dtype, "batch_size": batch_size}
         self._guide = None
-
-    @property
-    def guided_decoding(self) -> dict | None:
-        """The library that constrains answers to a regex here (see guided.py); None when there is none."""
-        from builder.engines.guided import library
-
-        return library()
 
     def guide(self):
         if self._guide is None:
@@ -135,6 +129,32 @@ def resolve_dtype(dtype: str) -> str:
     import torch
 
     return "bfloat16" if torch.cuda.is_available() else "float32"
+
+
+def guided_decoding(backend: str, engine_options=None) -> dict | None:
+    """What holds answers to a regex on this backend (library, version, whether it closes a free part before
+    the token limit), or None when nothing does. Known before any model is loaded, so it can enter an identity;
+    for servers it asks them (see openai_pool.server_guided_decoding)."""
+    from builder.engines.options import EngineOptions
+
+    if backend == "transformers":
+        from builder.engines.guided import library
+
+        return library()
+    if backend == "vllm":
+        from builder.engines.vllm_engine import guided_decoding as vllm_guided_decoding
+
+        return vllm_guided_decoding()
+    if backend == "openai":
+        import httpx
+
+        from builder.engines.openai_pool import base_url, server_guided_decoding
+
+        options = engine_options or EngineOptions()
+        key = os.environ.get(options.api_key_env)
+        endpoints = tuple(dict.fromkeys(base_url(e) for e in options.endpoints))
+        return server_guided_decoding(endpoints, {"Authorization": f"Bearer {key}"} if key else {}, httpx.Timeout(min(10.0, options.request_timeout)))
+    return None
 
 
 def load_generator(

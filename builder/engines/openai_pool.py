@@ -182,7 +182,6 @@ class OpenAIPoolGenerator:
         # Endpoint URLs and served names are left out on purpose: servers of the same weights share one cache.
         # A served name (a hosted model) is in the fingerprint itself.
         self.identity = {"backend": "openai", "model": model.fingerprint}
-        self.guided_decoding = server_guided_decoding(self.endpoints, self._headers(), self.timeout)
 
     def _headers(self) -> dict:
         key = os.environ.get(self.api_key_env)
@@ -331,6 +330,8 @@ def server_guided_decoding(endpoints: tuple[str, ...], headers: dict, timeout: h
     the judge then writes free text that only the parser reads. Other servers ignore or refuse the field, and
     one that ignored it would pass free text off as constrained."""
     versions = set()
+    if not endpoints:
+        return None
     for endpoint in endpoints:
         try:
             response = httpx.get(f"{endpoint.removesuffix('/v1')}/version", headers=headers, timeout=timeout)

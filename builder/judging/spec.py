@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from builder.core.errors import BuilderError
+from builder.core.records import Sampling
 from builder.judging.parsers import get_parser
 from builder.judging.templates import (
     JudgeTemplate,
@@ -42,6 +43,10 @@ class RationaleLength:
 
     min_chars: int
     max_chars: int
+
+    def override(self, min_chars: int | None, max_chars: int | None) -> "RationaleLength":
+        """The command line's values where given, these elsewhere."""
+        return RationaleLength(self.min_chars if min_chars is None else min_chars, self.max_chars if max_chars is None else max_chars)
 
     def check(self) -> None:
         if not 1 <= self.min_chars <= self.max_chars:
@@ -136,3 +141,12 @@ def _template(kind: str, name: str, text: str, shown: str) -> JudgeTemplate | Pa
         return JudgeTemplate(name, text)
     check_pairwise_placeholders(text, shown)
     return PairwiseTemplate(name, text)
+
+
+def judge_sampling_for(spec: JudgeSpec, n: int, temperature: float | None, top_p: float | None, max_new_tokens: int | None) -> Sampling:
+    """The judge's sampling: what the command line gives, the judge's decoding defaults for the rest."""
+    d = spec.decoding
+    return Sampling(
+        n, d.temperature if temperature is None else temperature, d.top_p if top_p is None else top_p,
+        d.max_new_tokens if max_new_tokens is None else max_new_tokens,
+    )

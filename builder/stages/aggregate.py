@@ -7,6 +7,10 @@ Rules (the paper's, made explicit):
 - a prompt with fewer than two scored candidates gives no pair;
 - chosen = highest mean, rejected = lowest mean, ties broken by the lower sample index;
 - a prompt whose highest and lowest means are equal is dropped as a tie.
+
+With `--score expected` a judgment's score is its expected score (the mean of 0–5 under the judge's own
+probabilities at its score token) instead of the sampled digit; a parsed judgment whose engine reported no
+probabilities is then absent too (`no_score_probs`).
 """
 
 import polars as pl
@@ -14,11 +18,14 @@ import polars as pl
 from builder.core.prompts import turn
 from builder.core.schemas import DROPPED_SCHEMA
 
+SCORE_COLUMNS = {"sampled": "score", "expected": "expected_score"}
 
-def score_candidates(candidates: pl.DataFrame, judgments: pl.DataFrame) -> pl.DataFrame:
+
+def score_candidates(candidates: pl.DataFrame, judgments: pl.DataFrame, score: str = "sampled") -> pl.DataFrame:
+    column = SCORE_COLUMNS[score]
     scores = judgments.group_by("candidate_id").agg(
-        pl.col("score").mean().alias("score_mean"),
-        pl.col("score").count().cast(pl.Int32).alias("n_scored"),
+        pl.col(column).mean().alias("score_mean"),
+        pl.col(column).count().cast(pl.Int32).alias("n_scored"),
         pl.len().cast(pl.Int32).alias("n_judgments"),
     )
     return candidates.join(scores, on="candidate_id", how="left").with_columns(
@@ -85,15 +92,17 @@ def _prompt_drop(frame: pl.DataFrame, reason: str, detail: pl.Expr) -> pl.DataFr
     ).cast(DROPPED_SCHEMA)
 
 
-def unlabelled(scored: pl.DataFrame, judgments: pl.DataFrame) -> pl.DataFrame:
-    """Judgments that did not parse, and candidates left without any parsed score."""
-    bad_judgments = judgments.filter(pl.col("parse_error").is_not_null()).select(
+def unlabelled(scored: pl.DataFrame, judgments: pl.DataFrame, score: str = "sampled") -> pl.DataFrame:
+    """Judgments that did not parse (or, for expected scores, have no probabilities), and candidates left
+    without any score."""
+    no_probs = pl.col("parse_error").is_null() & pl.col("expected_score").is_null() & pl.lit(score == "expected")
+    bad_judgments = judgments.filter(pl.col("parse_error").is_not_null() | no_probs).select(
         pl.lit("judgment").alias("level"),
         "prompt_id",
         "candidate_id",
         "judgment_id",
-        pl.lit("unparsed_judgment").alias("reason"),
-        pl.col("parse_error").alias("detail"),
+        pl.when(no_probs).then(pl.lit("no_score_probs")).otherwise(pl.lit("unparsed_judgment")).alias("reason"),
+        pl.when(no_probs).then(pl.lit("the engine reported no score probabilities")).otherwise(pl.col("parse_error")).alias("detail"),
     )
     unscored = scored.filter(pl.col("n_scored") == 0).select(
         pl.lit("candidate").alias("level"),
@@ -106,8 +115,8 @@ def unlabelled(scored: pl.DataFrame, judgments: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([bad_judgments.cast(DROPPED_SCHEMA), unscored.cast(DROPPED_SCHEMA)])
 
 
-def build_labels(prompts: pl.DataFrame, candidates: pl.DataFrame, judgments: pl.DataFrame):
-    """(candidates with their scores, pairs, dropped rows) from the three raw tables."""
-    scored = score_candidates(candidates, judgments)
+def build_labels(prompts: pl.DataFrame, candidates: pl.DataFrame, judgments: pl.DataFrame, score: str = "sampled"):
+    """(candidates with their scores, pairs, dropped rows) from the three raw tables; `score`: sampled | expected."""
+    scored = score_candidates(candidates, judgments, score)
     pairs, dropped_prompts = select_pairs(prompts, scored)
-    return scored, pairs, pl.concat([unlabelled(scored, judgments), dropped_prompts])
+    return scored, pairs, pl.concat([unlabelled(scored, judgments, score), dropped_prompts])

@@ -11,18 +11,31 @@ import polars as pl
 
 from builder.core.errors import BuilderError
 from builder.core.prompts import load_prompts
-from builder.core.records import Completion, Request, Sampling, make_request, stable_hash
+from builder.core.records import (
+    Completion,
+    Request,
+    Sampling,
+    make_request,
+    stable_hash,
+)
 from builder.core.schemas import CANDIDATES_SCHEMA
 from builder.core.stats import pairs_stats
 from builder.core.store import Store, Version, version_id
-from builder.engines.generators import Generator, load_generator, resolve_dtype
+from builder.engines.generators import (
+    Generator,
+    guided_decoding,
+    load_generator,
+    resolve_dtype,
+)
 from builder.engines.models import resolve_model
 from builder.engines.options import EngineOptions, judge_engine
 from builder.engines.runner import run_requests
+from builder.judging.constraint import MODES, judge_constraint, spec_record
 from builder.judging.health import pairs_health
-from builder.judging.judge import load_template
+from builder.judging.judgment_stats import judgment_stats
 from builder.judging.score import judge_candidates
-from builder.stages.aggregate import build_labels
+from builder.judging.spec import judge_sampling_for, load_judge
+from builder.stages.aggregate import SCORE_COLUMNS, build_labels
 from builder.stages.pairs_card import render_pairs_card
 
 
@@ -37,10 +50,14 @@ class MakePairsConfig:
     temperature: float = 0.7
     top_p: float = 0.9
     max_new_tokens: int = 256
-    judge_temperature: float = 0.7
-    judge_top_p: float = 0.9
-    judge_max_new_tokens: int = 256
-    judge_template: str | None = None
+    judge_temperature: float | None = None  # None: the judge's default (judge.yaml)
+    judge_top_p: float | None = None
+    judge_max_new_tokens: int | None = None
+    judge_template: str | None = None  # a template file or a judge folder; None: the shipped additive 5-point judge
+    judge_constraint: str = "on"  # on: guided decoding where the judge's backend offers it; off: free text
+    rationale_min_chars: int | None = None  # None: the judge's default
+    rationale_max_chars: int | None = None
+    score: str = "sampled"  # sampled (the paper's) | expected (mean of 0–5 under the judge's probabilities)
     seed: int = 0
     backend: str = "transformers"
     batch_size: int = 16
@@ -50,18 +67,22 @@ class MakePairsConfig:
     judge_engine_options: EngineOptions | None = None
 
     def validate(self) -> None:
+        if self.score not in SCORE_COLUMNS:
+            raise BuilderError(f"--score must be one of {', '.join(SCORE_COLUMNS)}")
+        if self.judge_constraint not in MODES:
+            raise BuilderError(f"--judge-constraint must be one of {', '.join(MODES)}")
         for name in ("n_samples", "n_judgments", "max_new_tokens", "judge_max_new_tokens", "batch_size"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise BuilderError(f"--{name.replace('_', '-')} must be at least 1")
         if self.n_samples < 2:
             raise BuilderError("--n-samples must be at least 2: a pair needs two candidates")
         if self.limit is not None and self.limit < 1:
             raise BuilderError("--limit must be at least 1")
         for name in ("temperature", "judge_temperature"):
-            if getattr(self, name) < 0:
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise BuilderError(f"--{name.replace('_', '-')} must not be negative")
         for name in ("top_p", "judge_top_p"):
-            if not 0 < getattr(self, name) <= 1:
+            if getattr(self, name) is not None and not 0 < getattr(self, name) <= 1:
                 raise BuilderError(f"--{name.replace('_', '-')} must be in (0, 1]")
 
 
@@ -70,12 +91,17 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
     config.validate()
     config = replace(config, dtype=resolve_dtype(config.dtype))
     prompts, dropped_prompts, source = load_prompts(config.prompts, store, config.limit)
-    template = load_template(config.judge_template)
+    spec = load_judge(config.judge_template, "pointwise")
+    template = spec.template
     judge_backend, judge_options = judge_engine(config.backend, config.engine_options, config.judge_backend, config.judge_engine_options)
     policy_ref = resolve_model(config.model, store.root, config.backend == "openai")
     judge_ref = policy_ref if config.judge is None else resolve_model(config.judge, store.root, judge_backend == "openai")
     candidate_sampling = Sampling(config.n_samples, config.temperature, config.top_p, config.max_new_tokens)
-    judge_sampling = Sampling(config.n_judgments, config.judge_temperature, config.judge_top_p, config.judge_max_new_tokens)
+    judge_sampling = judge_sampling_for(spec, config.n_judgments, config.judge_temperature, config.judge_top_p, config.judge_max_new_tokens)
+    rationale = spec.rationale.override(config.rationale_min_chars, config.rationale_max_chars)
+    guided = guided_decoding(judge_backend, judge_options) if config.judge_constraint == "on" else None
+    constraint, constraint_record = judge_constraint(spec, rationale, config.judge_constraint, guided, judge_sampling.max_new_tokens)
+    judge_spec = spec_record(spec, constraint_record)
     engine = {"backend": config.backend, "dtype": config.dtype, "batch_size": config.batch_size}
     identity = {
         "input": stable_hash(prompts["prompt_id"].to_list()),
@@ -84,7 +110,8 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
         "engine": engine,
         "candidates": asdict(candidate_sampling),
         "judgments": asdict(judge_sampling),
-        "judge_template": template.sha256,
+        "judge_spec": judge_spec,
+        "score": config.score,
         "seed": config.seed,
     } | ({"judge_engine": {"backend": judge_backend}} if judge_backend != config.backend else {})
     vid = version_id("pairs", identity)
@@ -99,10 +126,10 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
     started = time.perf_counter()
     candidates = generate_candidates(policy, prompts, candidate_sampling, config.seed, store, config.batch_size)
     candidates_s = time.perf_counter() - started
-    judgments = judge_candidates(judge, template, prompts, candidates, judge_sampling, config.seed, store, config.batch_size)
+    judgments = judge_candidates(judge, spec, prompts, candidates, judge_sampling, config.seed, store, config.batch_size, constraint)
     judgments_s = time.perf_counter() - started - candidates_s
 
-    scored, pairs, dropped = build_labels(prompts, candidates, judgments)
+    scored, pairs, dropped = build_labels(prompts, candidates, judgments, config.score)
     tables = {
         "prompts": prompts,
         "candidates": scored.sort("candidate_id"),
@@ -118,13 +145,25 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
         "sampling": {"candidates": asdict(candidate_sampling), "judgments": asdict(judge_sampling), "seed": config.seed},
         "seed": config.seed,
         "judge_template": template.to_json(),
+        "judge_spec": judge_spec,
+        "score": config.score,
         "input": {**source.to_json(), "limit": config.limit, "prompts_fingerprint": identity["input"]},
         "identity": identity,
-        "stats": pairs_stats(tables),
+        "stats": pairs_stats(tables) | judgment_stats(judgments, constraint, judge_sampling.max_new_tokens)
+        | {"tie_rate_by_score": tie_rates(prompts, candidates, judgments)},
         "health": pairs_health(tables),
         "timing_s": {"candidates": round(candidates_s, 2), "judgments": round(judgments_s, 2)},
     }
     return store.write_version(vid, tables, manifest, render_pairs_card), True
+
+
+def tie_rates(prompts: pl.DataFrame, candidates: pl.DataFrame, judgments: pl.DataFrame) -> dict:
+    """The tie rate each scoring would give on the same judgments (expected: where the judge reported probabilities)."""
+    rates = {}
+    for score in SCORE_COLUMNS:
+        _, _, dropped = build_labels(prompts, candidates, judgments, score)
+        rates[score] = round(dropped.filter(pl.col("reason") == "tie").height / prompts.height, 4) if prompts.height else None
+    return rates
 
 
 def generate_candidates(policy: Generator, prompts: pl.DataFrame, sampling: Sampling, seed: int, store: Store, batch_size: int) -> pl.DataFrame:
