@@ -12,16 +12,16 @@ from pathlib import Path
 import polars as pl
 
 from builder.core.errors import BuilderError
-from builder.core.records import Sampling, file_sha256, stable_hash
+from builder.core.records import file_sha256, stable_hash
 from builder.core.schemas import DROPPED_SCHEMA
 from builder.core.store import Store, Version, version_id
 from builder.engines.generators import load_generator, resolve_dtype
 from builder.engines.models import resolve_model
 from builder.engines.options import EngineOptions
 from builder.judging.health import scores_health
-from builder.judging.judge import load_template
 from builder.judging.metrics import group_metrics, summarise_groups
 from builder.judging.score import judge_candidates
+from builder.judging.setup import check_judge_options, prepare_judge
 from builder.stages.aggregate import score_candidates
 from builder.stages.ranked import load_ranked_groups
 from evaluators.card import render_rm_card
@@ -34,10 +34,13 @@ class RewardModelConfig:
     model: str | None = None  # None: the embedded default
     limit: int | None = None
     n_judgments: int = 3
-    judge_temperature: float = 0.7
-    judge_top_p: float = 0.9
-    judge_max_new_tokens: int = 256
-    judge_template: str | None = None
+    judge_temperature: float | None = None  # None: the judge's default (judge.yaml)
+    judge_top_p: float | None = None
+    judge_max_new_tokens: int | None = None
+    judge_template: str | None = None  # a template file or a judge folder
+    judge_constraint: str = "on"
+    rationale_min_chars: int | None = None
+    rationale_max_chars: int | None = None
     seed: int = 0
     backend: str = "transformers"
     batch_size: int = 16
@@ -45,30 +48,29 @@ class RewardModelConfig:
     engine_options: EngineOptions = EngineOptions()
 
     def validate(self) -> None:
-        for name in ("n_judgments", "judge_max_new_tokens", "batch_size"):
+        check_judge_options(self.judge_temperature, self.judge_top_p, self.judge_max_new_tokens, self.judge_constraint)
+        for name in ("n_judgments", "batch_size"):
             if getattr(self, name) < 1:
                 raise BuilderError(f"--{name.replace('_', '-')} must be at least 1")
         if self.limit is not None and self.limit < 1:
             raise BuilderError("--limit must be at least 1")
-        if self.judge_temperature < 0:
-            raise BuilderError("--judge-temperature must not be negative")
-        if not 0 < self.judge_top_p <= 1:
-            raise BuilderError("--judge-top-p must be in (0, 1]")
 
 
 def evaluate_reward_model(config: RewardModelConfig, store: Store) -> tuple[Version, bool]:
     config.validate()
     config = replace(config, dtype=resolve_dtype(config.dtype))
     prompts, candidates, dropped_groups = load_ranked_groups(config.ranked, config.limit)
-    template = load_template(config.judge_template)
+    setup = prepare_judge("pointwise", config.judge_template, config.n_judgments, config.judge_temperature, config.judge_top_p,
+                          config.judge_max_new_tokens, config.judge_constraint, config.rationale_min_chars, config.rationale_max_chars,
+                          config.backend, config.engine_options)
+    template, sampling = setup.template, setup.sampling
     judge_ref = resolve_model(config.model, store.root, config.backend == "openai")
-    sampling = Sampling(config.n_judgments, config.judge_temperature, config.judge_top_p, config.judge_max_new_tokens)
     engine = {"backend": config.backend, "dtype": config.dtype, "batch_size": config.batch_size}
     identity = {
         "input": stable_hash(candidates.select("candidate_id", "response", "human_rank").rows()),
         "judge": judge_ref.fingerprint,
         "judge_sampling": asdict(sampling),
-        "judge_template": template.sha256,
+        "judge_spec": setup.record,
         "engine": engine,
         "seed": config.seed,
     }
@@ -78,7 +80,7 @@ def evaluate_reward_model(config: RewardModelConfig, store: Store) -> tuple[Vers
 
     started = time.perf_counter()
     judge = load_generator(judge_ref, config.backend, config.dtype, config.batch_size, config.engine_options)
-    judgments = judge_candidates(judge, template, prompts, candidates, sampling, config.seed, store, config.batch_size)
+    judgments = judge_candidates(judge, setup.spec, prompts, candidates, sampling, config.seed, store, config.batch_size, setup.constraint)
     judging_s = time.perf_counter() - started
     scored = score_candidates(candidates, judgments).sort("candidate_id")
     groups = group_table(scored)
@@ -95,6 +97,7 @@ def evaluate_reward_model(config: RewardModelConfig, store: Store) -> tuple[Vers
         "parent": None,
         "judge": {"model": judge_ref.to_json(), "engine": judge.identity, "sampling": asdict(sampling)},
         "judge_template": template.to_json(),
+        "judge_spec": setup.record,
         "seed": config.seed,
         "input": {"spec": config.ranked, "fingerprint": "sha256:" + file_sha256(Path(config.ranked).expanduser()), "limit": config.limit},
         "identity": identity,

@@ -117,10 +117,7 @@ def import_oasst_command(path, lang, limit, seed, store):
 @click.option("--held-out", type=float, default=0.2, show_default=True, help="Share of groups held out for reward-model evaluation")
 @click.option("--limit", type=int, default=None, help="Use only the first N groups")
 @click.option("--n-judgments", "-k", type=int, default=3, show_default=True)
-@click.option("--judge-temperature", type=float, default=0.7, show_default=True)
-@click.option("--judge-top-p", type=float, default=0.9, show_default=True)
-@click.option("--judge-max-new-tokens", type=int, default=256, show_default=True)
-@click.option("--judge-template", type=click.Path(dir_okay=False), default=None)
+@judge_options("pointwise")
 @_generation_options
 @store_option
 def make_eft_command(store, **options):
@@ -152,7 +149,7 @@ def make_prompts_command(store, **options):
 @cli.command("mix-sft")
 @click.option("--ift", default=None, help="IFT data: a file (prompt, response) or a version [default: the shipped seed set]")
 @click.option("--eft", default=None, help="EFT data: a file (prompt, response, judgment) or an EFT version [default: the shipped seed set]")
-@click.option("--judge-template", type=click.Path(dir_okay=False), default=None)
+@click.option("--judge-template", type=click.Path(), default=None, help="A judge folder or template file whose template renders the EFT prompts")
 @click.option("--seed", type=int, default=0, show_default=True, help="Shuffle seed")
 @store_option
 def mix_sft_command(store, **options):

@@ -3,6 +3,7 @@
 import click
 
 from builder.app.common import open_store, report_built, store_option
+from builder.app.judge_options import judge_options
 from builder.core.progress import console
 from builder.engines.options import backend_options, dtype_option, judge_backend_options
 
@@ -35,10 +36,7 @@ def eval_group():
 @click.option("--b-temperature", type=float, default=0.7, show_default=True, help="Sampling temperature of generated B answers")
 @click.option("--top-p", type=float, default=0.9, show_default=True)
 @click.option("--max-new-tokens", type=int, default=256, show_default=True, help="Answer length limit")
-@click.option("--judge-temperature", type=float, default=0.0, show_default=True, help="0 is greedy: deterministic verdicts")
-@click.option("--judge-top-p", type=float, default=1.0, show_default=True)
-@click.option("--judge-max-new-tokens", type=int, default=256, show_default=True)
-@click.option("--judge-template", type=click.Path(dir_okay=False), default=None, help="A template with {prompt}, {response_1}, {response_2} [default: the pairwise template]")
+@judge_options("pairwise")
 @engine_options
 @judge_backend_options
 def head_to_head_command(store, a, b, **options):
@@ -62,10 +60,7 @@ def head_to_head_command(store, a, b, **options):
 @click.option("--ranked", "-r", required=True, type=click.Path(dir_okay=False), help="Ranked groups: rows with prompt, responses (list), ranks (list, 1 = best)")
 @click.option("--limit", type=int, default=None, help="Use only the first N groups")
 @click.option("--n-judgments", "-k", type=int, default=3, show_default=True, help="Judgments per response, averaged")
-@click.option("--judge-temperature", type=float, default=0.7, show_default=True)
-@click.option("--judge-top-p", type=float, default=0.9, show_default=True)
-@click.option("--judge-max-new-tokens", type=int, default=256, show_default=True)
-@click.option("--judge-template", type=click.Path(dir_okay=False), default=None, help="A template with {prompt} and {response} [default: the additive 5-point template]")
+@judge_options("pointwise")
 @engine_options
 def reward_model_command(store, **options):
     """Score every response of each human-ranked group and compare with the human ranking."""

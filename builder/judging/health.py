@@ -59,7 +59,7 @@ def h2h_health(tables: dict[str, pl.DataFrame]) -> dict:
 def version_health(version: Version) -> dict:
     """The health of any version, from its own tables."""
     kind = version.manifest.get("kind")
-    read = lambda name: pl.read_parquet(version.folder / f"{name}.parquet")  # noqa: E731
+    read = lambda name: pl.read_parquet(version.folder / f"{name}.parquet")
     if kind == "pairs":
         return {"kind": kind} | pairs_health({n: read(n) for n in ("judgments", "candidates", "pairs")})
     if kind == "h2h":

@@ -63,6 +63,7 @@ PARSERS: dict[str, Callable[[str], Parsed]] = {
     "final_verdict_line@1": final_verdict_line,
 }
 DEFAULT_PARSER = {"pointwise": "final_score_line@1", "pairwise": "final_verdict_line@1"}
+PARSER_KIND = {"final_score_line@1": "pointwise", "final_verdict_line@1": "pairwise"}
 
 
 def get_parser(name: str) -> Callable[[str], Parsed]:

@@ -14,7 +14,7 @@ import yaml
 
 from builder.core.errors import BuilderError
 from builder.core.records import Sampling
-from builder.judging.parsers import get_parser
+from builder.judging.parsers import PARSER_KIND, get_parser
 from builder.judging.templates import (
     JudgeTemplate,
     PairwiseTemplate,
@@ -95,6 +95,8 @@ def _read_folder(folder, name: str, kind: str, shown: str) -> JudgeSpec:
     if not isinstance(parser, str):
         raise BuilderError(f"judge {shown}: judge.yaml must name its parser, e.g. parser: final_score_line@1")
     get_parser(parser)
+    if PARSER_KIND[parser] != kind:
+        raise BuilderError(f"judge {shown}: parser {parser} reads {PARSER_KIND[parser]} judgments, not {kind} ones")
     decoding = _section(config, "decoding", _DECODING_KEYS, shown)
     constraint = _section(config, "constraint", _CONSTRAINT_KEYS, shown)
     try:

@@ -24,15 +24,16 @@ import polars as pl
 from builder.core.cards import render_kind_card
 from builder.core.errors import BuilderError
 from builder.core.prompts import turn
-from builder.core.records import Sampling, stable_hash
+from builder.core.records import stable_hash
 from builder.core.schemas import DROPPED_SCHEMA
 from builder.core.store import Store, Version, version_id
 from builder.engines.generators import load_generator, resolve_dtype
 from builder.engines.models import resolve_model
 from builder.engines.options import EngineOptions
-from builder.judging.judge import JudgeTemplate, load_template
+from builder.judging.judge import JudgeTemplate
 from builder.judging.metrics import group_metrics
 from builder.judging.score import judge_candidates
+from builder.judging.setup import check_judge_options, prepare_judge
 from builder.stages.aggregate import score_candidates, unlabelled
 from builder.stages.ranked import ranked_tables
 from builder.stages.seed import load_seed
@@ -45,10 +46,13 @@ class MakeEftConfig:
     held_out: float = 0.2
     limit: int | None = None
     n_judgments: int = 3
-    judge_temperature: float = 0.7
-    judge_top_p: float = 0.9
-    judge_max_new_tokens: int = 256
-    judge_template: str | None = None
+    judge_temperature: float | None = None  # None: the judge's default (judge.yaml)
+    judge_top_p: float | None = None
+    judge_max_new_tokens: int | None = None
+    judge_template: str | None = None  # a template file or a judge folder
+    judge_constraint: str = "on"
+    rationale_min_chars: int | None = None
+    rationale_max_chars: int | None = None
     seed: int = 0
     backend: str = "transformers"
     batch_size: int = 16
@@ -56,15 +60,14 @@ class MakeEftConfig:
     engine_options: EngineOptions = EngineOptions()
 
     def validate(self) -> None:
-        for name in ("n_judgments", "judge_max_new_tokens", "batch_size"):
+        check_judge_options(self.judge_temperature, self.judge_top_p, self.judge_max_new_tokens, self.judge_constraint)
+        for name in ("n_judgments", "batch_size"):
             if getattr(self, name) < 1:
                 raise BuilderError(f"--{name.replace('_', '-')} must be at least 1")
         if not 0 <= self.held_out < 1:
             raise BuilderError("--held-out must be in [0, 1)")
         if self.limit is not None and self.limit < 1:
             raise BuilderError("--limit must be at least 1")
-        if self.judge_temperature < 0 or not 0 < self.judge_top_p <= 1:
-            raise BuilderError("--judge-temperature must not be negative and --judge-top-p must be in (0, 1]")
 
 
 def held_out_ids(prompt_ids: list[str], fraction: float, seed: int) -> set[str]:
@@ -81,14 +84,16 @@ def make_eft(config: MakeEftConfig, store: Store) -> tuple[Version, bool]:
     raw, source = load_seed(config.ranked, "ranked", store)
     prompts, candidates, dropped_groups = ranked_tables(raw, source.spec, config.limit)
     heldout = held_out_ids(prompts["prompt_id"].to_list(), config.held_out, config.seed)
-    template = load_template(config.judge_template)
+    setup = prepare_judge("pointwise", config.judge_template, config.n_judgments, config.judge_temperature, config.judge_top_p,
+                          config.judge_max_new_tokens, config.judge_constraint, config.rationale_min_chars, config.rationale_max_chars,
+                          config.backend, config.engine_options)
+    template, sampling = setup.template, setup.sampling
     model_ref = resolve_model(config.model, store.root, config.backend == "openai")
-    sampling = Sampling(config.n_judgments, config.judge_temperature, config.judge_top_p, config.judge_max_new_tokens)
     engine = {"backend": config.backend, "dtype": config.dtype, "batch_size": config.batch_size}
     identity = {
         "input": stable_hash(candidates.select("candidate_id", "response", "human_rank").rows()),
         "held_out": config.held_out, "model": model_ref.fingerprint, "sampling": asdict(sampling),
-        "judge_template": template.sha256, "engine": engine, "seed": config.seed,
+        "judge_spec": setup.record, "engine": engine, "seed": config.seed,
     }
     vid = version_id("eft", identity)
     if store.exists(vid):
@@ -98,7 +103,7 @@ def make_eft(config: MakeEftConfig, store: Store) -> tuple[Version, bool]:
     train = candidates.filter(~pl.col("prompt_id").is_in(list(heldout)))
     started = time.perf_counter()
     judge = load_generator(model_ref, config.backend, config.dtype, config.batch_size, config.engine_options)
-    judgments = judge_candidates(judge, template, train_prompts, train, sampling, config.seed, store, config.batch_size)
+    judgments = judge_candidates(judge, setup.spec, train_prompts, train, sampling, config.seed, store, config.batch_size, setup.constraint)
     judging_s = time.perf_counter() - started
     scored = score_candidates(train, judgments).sort("candidate_id")
     groups = agreement(scored)
@@ -120,6 +125,7 @@ def make_eft(config: MakeEftConfig, store: Store) -> tuple[Version, bool]:
         "model": model_ref.to_json(),
         "judge": {"engine": judge.identity, "sampling": asdict(sampling)},
         "judge_template": template.to_json(),
+        "judge_spec": setup.record,
         "seed": config.seed,
         "input": {"ranked": source.spec, "fingerprint": source.fingerprint, "limit": config.limit, "held_out": config.held_out},
         "identity": identity,

@@ -23,18 +23,16 @@ from builder.core.stats import pairs_stats
 from builder.core.store import Store, Version, version_id
 from builder.engines.generators import (
     Generator,
-    guided_decoding,
     load_generator,
     resolve_dtype,
 )
 from builder.engines.models import resolve_model
 from builder.engines.options import EngineOptions, judge_engine
 from builder.engines.runner import run_requests
-from builder.judging.constraint import MODES, judge_constraint, spec_record
 from builder.judging.health import pairs_health
 from builder.judging.judgment_stats import judgment_stats
 from builder.judging.score import judge_candidates
-from builder.judging.spec import judge_sampling_for, load_judge
+from builder.judging.setup import check_judge_options, prepare_judge
 from builder.stages.aggregate import SCORE_COLUMNS, build_labels
 from builder.stages.pairs_card import render_pairs_card
 
@@ -69,21 +67,18 @@ class MakePairsConfig:
     def validate(self) -> None:
         if self.score not in SCORE_COLUMNS:
             raise BuilderError(f"--score must be one of {', '.join(SCORE_COLUMNS)}")
-        if self.judge_constraint not in MODES:
-            raise BuilderError(f"--judge-constraint must be one of {', '.join(MODES)}")
-        for name in ("n_samples", "n_judgments", "max_new_tokens", "judge_max_new_tokens", "batch_size"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
+        check_judge_options(self.judge_temperature, self.judge_top_p, self.judge_max_new_tokens, self.judge_constraint)
+        for name in ("n_samples", "n_judgments", "max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
                 raise BuilderError(f"--{name.replace('_', '-')} must be at least 1")
         if self.n_samples < 2:
             raise BuilderError("--n-samples must be at least 2: a pair needs two candidates")
         if self.limit is not None and self.limit < 1:
             raise BuilderError("--limit must be at least 1")
-        for name in ("temperature", "judge_temperature"):
-            if getattr(self, name) is not None and getattr(self, name) < 0:
-                raise BuilderError(f"--{name.replace('_', '-')} must not be negative")
-        for name in ("top_p", "judge_top_p"):
-            if getattr(self, name) is not None and not 0 < getattr(self, name) <= 1:
-                raise BuilderError(f"--{name.replace('_', '-')} must be in (0, 1]")
+        if self.temperature < 0:
+            raise BuilderError("--temperature must not be negative")
+        if not 0 < self.top_p <= 1:
+            raise BuilderError("--top-p must be in (0, 1]")
 
 
 def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
@@ -91,17 +86,14 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
     config.validate()
     config = replace(config, dtype=resolve_dtype(config.dtype))
     prompts, dropped_prompts, source = load_prompts(config.prompts, store, config.limit)
-    spec = load_judge(config.judge_template, "pointwise")
-    template = spec.template
     judge_backend, judge_options = judge_engine(config.backend, config.engine_options, config.judge_backend, config.judge_engine_options)
+    setup = prepare_judge("pointwise", config.judge_template, config.n_judgments, config.judge_temperature, config.judge_top_p,
+                          config.judge_max_new_tokens, config.judge_constraint, config.rationale_min_chars, config.rationale_max_chars,
+                          judge_backend, judge_options)
+    spec, template, judge_sampling, constraint, judge_spec = setup.spec, setup.template, setup.sampling, setup.constraint, setup.record
     policy_ref = resolve_model(config.model, store.root, config.backend == "openai")
     judge_ref = policy_ref if config.judge is None else resolve_model(config.judge, store.root, judge_backend == "openai")
     candidate_sampling = Sampling(config.n_samples, config.temperature, config.top_p, config.max_new_tokens)
-    judge_sampling = judge_sampling_for(spec, config.n_judgments, config.judge_temperature, config.judge_top_p, config.judge_max_new_tokens)
-    rationale = spec.rationale.override(config.rationale_min_chars, config.rationale_max_chars)
-    guided = guided_decoding(judge_backend, judge_options) if config.judge_constraint == "on" else None
-    constraint, constraint_record = judge_constraint(spec, rationale, config.judge_constraint, guided, judge_sampling.max_new_tokens)
-    judge_spec = spec_record(spec, constraint_record)
     engine = {"backend": config.backend, "dtype": config.dtype, "batch_size": config.batch_size}
     identity = {
         "input": stable_hash(prompts["prompt_id"].to_list()),

@@ -26,7 +26,12 @@ from builder.engines.generators import load_generator, resolve_dtype
 from builder.engines.models import resolve_model
 from builder.engines.options import EngineOptions
 from builder.engines.runner import run_requests
-from builder.stages.near_duplicates import best_match, near_duplicates_of_kept, normalised, signatures
+from builder.stages.near_duplicates import (
+    best_match,
+    near_duplicates_of_kept,
+    normalised,
+    signatures,
+)
 from builder.stages.seed import shipped_seed
 
 # every reason a generation can be dropped for, in the order the filters run

@@ -1,0 +1,49 @@
+"""Everything a stage needs to judge, decided before any model is loaded (so that it can enter the version's
+identity): the judge spec, its sampling, the constraint its requests carry, and the record of all three."""
+
+from dataclasses import dataclass
+
+from builder.core.records import Constraint, Sampling
+from builder.engines.generators import guided_decoding
+from builder.engines.options import EngineOptions
+from builder.judging.constraint import judge_constraint, spec_record
+from builder.judging.spec import JudgeSpec, judge_sampling_for, load_judge
+
+
+@dataclass(frozen=True)
+class JudgeSetup:
+    spec: JudgeSpec
+    sampling: Sampling
+    constraint: Constraint | None
+    record: dict  # the judge spec as run: identity and manifest
+
+    @property
+    def template(self):
+        return self.spec.template
+
+
+def prepare_judge(
+    kind: str, template: str | None, n: int, temperature: float | None, top_p: float | None, max_new_tokens: int | None,
+    constraint_mode: str, min_chars: int | None, max_chars: int | None, backend: str, engine_options: EngineOptions | None,
+) -> JudgeSetup:
+    spec = load_judge(template, kind)
+    sampling = judge_sampling_for(spec, n, temperature, top_p, max_new_tokens)
+    rationale = spec.rationale.override(min_chars, max_chars)
+    guided = guided_decoding(backend, engine_options) if constraint_mode == "on" else None
+    constraint, record = judge_constraint(spec, rationale, constraint_mode, guided, sampling.max_new_tokens)
+    return JudgeSetup(spec, sampling, constraint, spec_record(spec, record))
+
+
+def check_judge_options(temperature: float | None, top_p: float | None, max_new_tokens: int | None, constraint_mode: str) -> None:
+    """The judge options' bad values, as one-line errors (None: the judge's default)."""
+    from builder.core.errors import BuilderError
+    from builder.judging.constraint import MODES
+
+    if constraint_mode not in MODES:
+        raise BuilderError(f"--judge-constraint must be one of {', '.join(MODES)}")
+    if temperature is not None and temperature < 0:
+        raise BuilderError("--judge-temperature must not be negative")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise BuilderError("--judge-top-p must be in (0, 1]")
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise BuilderError("--judge-max-new-tokens must be at least 1")
