@@ -30,6 +30,8 @@ def render_pairs_card(manifest: dict, tables: dict[str, pl.DataFrame]) -> str:
         judge=manifest["judge"]["model"]["spec"],
         template_name=manifest["judge_template"]["name"],
         template_sha=manifest["judge_template"]["sha256"],
+        judge_spec=manifest.get("judge_spec"),
+        score_mode=manifest.get("score", "sampled"),
         prompt_source=manifest["input"]["spec"],
         seed=manifest["seed"],
         created_at=manifest["created_at"],
