@@ -29,17 +29,13 @@ def answer_regex(spec: JudgeSpec, rationale: RationaleLength) -> str:
 
 
 def judge_constraint(
-    spec: JudgeSpec, rationale: RationaleLength, mode: str, guided_decoding: dict | None, max_new_tokens: int
+    spec: JudgeSpec, rationale: RationaleLength, mode: str, guided_decoding: dict | None, max_new_tokens: int, min_is_default: bool = True
 ) -> tuple[Constraint | None, dict]:
     """(the constraint every judge request carries, its record for the judge spec, identity and manifest)."""
     rationale.check()
     _, longest, choices = FINAL_LINES.get(spec.parser, (None, "", ()))
     if mode == "on" and guided_decoding and spec.parser in FINAL_LINES:
-        # A token is at least one character: the shortest rationale and the final line must fit the budget.
-        needed = rationale.min_chars + len(longest) + 2
-        if max_new_tokens < needed:
-            raise BuilderError(f"--judge-max-new-tokens {max_new_tokens} leaves no room for a rationale of at least "
-                               f"{rationale.min_chars} characters and the final line; give at least {needed}")
+        rationale = fit_budget(rationale, max_new_tokens - len(longest) - 2, guided_decoding, min_is_default)
         regex = answer_regex(spec, rationale)
         record = {"mode": "guided", "regex": regex, "rationale_chars": [rationale.min_chars, rationale.max_chars]} | guided_decoding
         return Constraint(regex, "\n", len(longest), choices), record
@@ -49,6 +45,19 @@ def judge_constraint(
     else:
         record = {"mode": "off"}
     return (Constraint(None, choices=choices) if choices else None), record
+
+
+def fit_budget(rationale: RationaleLength, budget: int, guided_decoding: dict, min_is_default: bool) -> RationaleLength:
+    """The rationale's length within the tokens left after the final line (a token is at least one character).
+    An engine that closes the rationale itself needs only the shortest rationale to fit; one that cannot (a
+    regex alone: vLLM, servers) gets the longest one lowered to the budget too, so its answers are not cut.
+    The judge's default shortest length is lowered to fit a small budget; one given on the command line is not."""
+    if budget < 1 or (budget < rationale.min_chars and not min_is_default):
+        raise BuilderError(f"--judge-max-new-tokens leaves {max(budget, 0)} tokens for the rationale, short of its "
+                           f"{rationale.min_chars} characters at least; raise it or lower --rationale-min-chars")
+    low = min(rationale.min_chars, budget)
+    high = rationale.max_chars if guided_decoding.get("closes_before_token_limit") else min(rationale.max_chars, budget)
+    return RationaleLength(low, max(low, high))
 
 
 def spec_record(spec: JudgeSpec, constraint_record: dict) -> dict:

@@ -30,7 +30,7 @@ def prepare_judge(
     sampling = judge_sampling_for(spec, n, temperature, top_p, max_new_tokens)
     rationale = spec.rationale.override(min_chars, max_chars)
     guided = guided_decoding(backend, engine_options) if constraint_mode == "on" else None
-    constraint, record = judge_constraint(spec, rationale, constraint_mode, guided, sampling.max_new_tokens)
+    constraint, record = judge_constraint(spec, rationale, constraint_mode, guided, sampling.max_new_tokens, min_chars is None)
     return JudgeSetup(spec, sampling, constraint, spec_record(spec, record))
 
 
