@@ -130,7 +130,12 @@ def test_cache_shards_written_before_choice_probs_still_read(tmp_path):
 
 
 def test_openai_bodies_ask_for_structured_outputs_and_logprobs():
-    from builder.engines.openai_pool import Choice, constraint_body, to_completions, token_positions
+    from builder.engines.openai_pool import (
+        Choice,
+        constraint_body,
+        to_completions,
+        token_positions,
+    )
 
     assert constraint_body(Constraint("r", choices=("1",))) == {"logprobs": True, "top_logprobs": 20, "structured_outputs": {"regex": "r"}}
     assert constraint_body(Constraint(None)) == {}
