@@ -214,3 +214,39 @@ def test_constraint_off_is_another_version_and_bad_judge_options_are_one_line(ti
     for bad in (["--judge-constraint", "maybe"], ["--rationale-min-chars", "45"], ["--judge-template", tmp_path / "missing"]):
         result = run_builder("make-pairs", "--model", tiny_model, "--prompts", prompts_file, "--store", store, *FAST, *bad)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+
+
+def aged(store, version: str, old_id: str) -> None:
+    """A copy of `version` as the release before judge specs wrote it: no judge_spec, score, or new stats in
+    its manifest, no score_probs or expected_score in its judgments."""
+    import hashlib
+    import shutil
+
+    folder = store / old_id
+    shutil.copytree(store / version, folder)
+    judgments = folder / "judgments.parquet"
+    pl.read_parquet(judgments).drop("score_probs", "expected_score").write_parquet(judgments)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for key in ("judge_spec", "score"):
+        manifest.pop(key)
+        manifest["identity"].pop(key)
+    for key in ("length_limit_rate", "cut_rate", "rationale_chars", "score_probs_rate", "mean_top_prob", "tie_rate_by_score"):
+        manifest["stats"].pop(key)
+    manifest["id"] = old_id
+    manifest["files"]["judgments.parquet"] |= {"sha256": hashlib.sha256(judgments.read_bytes()).hexdigest(), "bytes": judgments.stat().st_size}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_versions_written_before_judge_specs_still_read(tiny_model, prompts_file, tmp_path):
+    store = tmp_path / "store"
+    built = run_builder("make-pairs", "--model", tiny_model, "--prompts", prompts_file, "--store", store, *FAST, "--limit", "2", check=True)
+    version = built.stdout.strip().splitlines()[-1]
+    aged(store, version, "pairs-0123456789ab")
+    assert "pairs-0123456789ab" in run_builder("ls", "--store", store, check=True).stdout
+    shown = run_builder("show", "pairs-0123456789ab", "--store", store, check=True).stdout
+    assert "judge constraint" not in shown and "score histogram" in shown
+    query = run_builder("query", "--store", store, "--format", "csv",
+                        "SELECT version, count(expected_score) AS n FROM judgments GROUP BY version ORDER BY version", check=True).stdout
+    assert "pairs-0123456789ab,0" in query and f"{version},24" in query
+    assert run_builder("diff", "pairs-0123456789ab", version, "--store", store).returncode == 0
+    assert run_builder("verify", "pairs-0123456789ab", "--store", store).returncode == 0
