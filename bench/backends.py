@@ -78,8 +78,8 @@ def measure(config, engine_options) -> dict:
     from builder.engines.generators import load_generator
     from builder.engines.models import resolve_model
     from builder.engines.runner import plan_batches
-    from builder.judging.judge import load_template
     from builder.judging.score import judge_jobs
+    from builder.judging.setup import prepare_judge
     from builder.stages.make_pairs import candidate_requests, make_pairs
 
     with tempfile.TemporaryDirectory() as root:
@@ -97,11 +97,13 @@ def measure(config, engine_options) -> dict:
     generator = load_generator(resolve_model(config.model, None, served), config.backend, config.dtype, config.batch_size, engine_options)
     load_s = time.perf_counter() - started
     candidate_sampling = Sampling(config.n_samples, config.temperature, config.top_p, config.max_new_tokens)
-    judge_sampling = Sampling(config.n_judgments, config.judge_temperature, config.judge_top_p, config.judge_max_new_tokens)
+    judge = prepare_judge("pointwise", config.judge_template, config.n_judgments, config.judge_temperature, config.judge_top_p,
+                          config.judge_max_new_tokens, config.judge_constraint, config.rationale_min_chars, config.rationale_max_chars,
+                          config.backend, engine_options)
     stages = {}
     for stage, requests in (
         ("candidates", candidate_requests(generator, prompts, candidate_sampling, config.seed)),
-        ("judgments", [r for _, _, r in judge_jobs(generator, load_template(None), prompts, candidates, judge_sampling, config.seed)]),
+        ("judgments", [r for _, _, r in judge_jobs(generator, judge.spec, prompts, candidates, judge.sampling, config.seed, judge.constraint)]),
     ):
         unique = list({r.key: r for r in requests}.values())
         t0 = time.perf_counter()

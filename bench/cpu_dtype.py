@@ -39,7 +39,7 @@ def main() -> None:
             started = time.perf_counter()
             model.generate(**batch, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, **knobs)
         seconds = time.perf_counter() - started
-        print(f"{str(dtype):15} {seconds:6.1f} s  {args.batch * args.new_tokens / seconds:6.1f} new tokens/s")
+        print(f"{dtype!s:15} {seconds:6.1f} s  {args.batch * args.new_tokens / seconds:6.1f} new tokens/s")
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ from builder.core.store import Store
 from builder.engines.generators import load_generator
 from builder.engines.models import resolve_model
 from builder.engines.runner import plan_batches
-from builder.judging.judge import load_template
 from builder.judging.score import judge_jobs
+from builder.judging.setup import prepare_judge
 from builder.stages.aggregate import build_labels
 from builder.stages.make_pairs import MakePairsConfig, candidate_requests, make_pairs
 
@@ -42,13 +42,14 @@ def raw_engine_wall(config: MakePairsConfig, version_folder: Path) -> float:
     """The same requests, in the same batches, straight through the backend."""
     prompts = pl.read_parquet(version_folder / "prompts.parquet")
     candidates = pl.read_parquet(version_folder / "candidates.parquet")
-    template = load_template(config.judge_template)
+    judge = prepare_judge("pointwise", config.judge_template, config.n_judgments, config.judge_temperature, config.judge_top_p,
+                          config.judge_max_new_tokens, config.judge_constraint, config.rationale_min_chars, config.rationale_max_chars,
+                          config.backend, None)
     candidate_sampling = Sampling(config.n_samples, config.temperature, config.top_p, config.max_new_tokens)
-    judge_sampling = Sampling(config.n_judgments, config.judge_temperature, config.judge_top_p, config.judge_max_new_tokens)
 
     started = time.perf_counter()
     generator = load_generator(resolve_model(config.model), config.backend, dtype=config.dtype, batch_size=config.batch_size)
-    judge_requests = [request for _, _, request in judge_jobs(generator, template, prompts, candidates, judge_sampling, config.seed)]
+    judge_requests = [request for _, _, request in judge_jobs(generator, judge.spec, prompts, candidates, judge.sampling, config.seed, judge.constraint)]
     for requests in (candidate_requests(generator, prompts, candidate_sampling, config.seed), judge_requests):
         unique = list({r.key: r for r in requests}.values())  # the builder answers a repeated request once
         for batch in plan_batches(unique, config.batch_size):
@@ -98,6 +99,8 @@ def synthetic_tables(n_prompts: int, n_samples: int = 4, n_judgments: int = 3, s
             pl.lit("stop").alias("finish_reason"),
             pl.lit(8, pl.Int32).alias("n_tokens"),
             pl.lit("k").alias("request_key"),
+            pl.lit(None, pl.List(pl.Float64)).alias("score_probs"),
+            pl.lit(None, pl.Float64).alias("expected_score"),
         )
         .select(list(JUDGMENTS_SCHEMA))
         .cast(JUDGMENTS_SCHEMA)

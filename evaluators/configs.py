@@ -5,12 +5,12 @@ from dataclasses import MISSING, dataclass
 from builder.core.errors import BuilderError
 from builder.core.knobs import check_knobs, knob
 from builder.engines.options import EngineKnobs, JudgeModelKnobs, ModelKnobs, SamplingKnobs
-from builder.judging.options import JudgeKnobs
+from builder.judging.options import JudgeKnobs, PointwiseJudgeKnobs
 from builder.stages.configs import LIMIT_HELP, PROMPTS_HELP, RANKED_HELP
 
 
 @dataclass(frozen=True, kw_only=True)
-class HeadToHeadConfig(JudgeModelKnobs, EngineKnobs):
+class HeadToHeadConfig(JudgeModelKnobs, JudgeKnobs, EngineKnobs):
     """`builder eval head-to-head`: A against B on every prompt, judged in both orders."""
 
     a: tuple[str, ...] = knob(MISSING, "Model A: a model spec, a file of answers (prompt, response) or a version id; "
@@ -22,12 +22,6 @@ class HeadToHeadConfig(JudgeModelKnobs, EngineKnobs):
     b_temperature: float = knob(0.7, "Sampling temperature of generated B answers", rule="non_negative")
     top_p: float = knob(0.9, "Nucleus sampling threshold of generated answers", rule="probability")
     max_new_tokens: int = knob(256, "Length limit of each generated answer, in tokens", rule="positive")
-    judge_template: str | None = knob(None, "A pairwise template with {prompt}, {response_1}, {response_2} "
-                                            "[default: the pairwise template]", path=True)
-    judge_temperature: float = knob(0.0, "The judge's sampling temperature (0, greedy: the same pair gets the same verdict)",
-                                    rule="non_negative")
-    judge_top_p: float = knob(1.0, "The judge's nucleus sampling threshold", rule="probability")
-    judge_max_new_tokens: int = knob(256, "Length limit of each verdict, in tokens", rule="positive")
 
     def validate(self) -> None:
         check_knobs(self)
@@ -40,7 +34,7 @@ class HeadToHeadConfig(JudgeModelKnobs, EngineKnobs):
 
 
 @dataclass(frozen=True, kw_only=True)
-class RewardModelConfig(ModelKnobs, JudgeKnobs, EngineKnobs):
+class RewardModelConfig(ModelKnobs, PointwiseJudgeKnobs, EngineKnobs):
     """`builder eval reward-model`: the model judges human-ranked groups; its ordering against the humans'."""
 
     ranked: str | None = knob(None, RANKED_HELP, short="-r")
@@ -52,7 +46,7 @@ class RewardModelConfig(ModelKnobs, JudgeKnobs, EngineKnobs):
 
 
 @dataclass(frozen=True, kw_only=True)
-class JudgeAccuracyConfig(SamplingKnobs, JudgeModelKnobs, JudgeKnobs, EngineKnobs):
+class JudgeAccuracyConfig(SamplingKnobs, JudgeModelKnobs, PointwiseJudgeKnobs, EngineKnobs):
     """`builder eval judge`: how often the judge prefers the better of two answers whose order is known."""
 
     judge: str | None = knob(None, "The judge to measure, a model spec like --policy [default: smollm2-135m-instruct]", short="-j")

@@ -13,7 +13,7 @@ import polars as pl
 from builder.core.errors import BuilderError
 from builder.core.manifest import Manifest
 from builder.core.prompts import load_prompts
-from builder.core.records import Sampling, make_request, stable_hash
+from builder.core.records import Constraint, Sampling, make_request, stable_hash
 from builder.core.stage import StageOutput, build_version
 from builder.core.store import Store, Version
 from builder.engines.generators import Generator, load_generator, resolve_dtype
@@ -21,8 +21,23 @@ from builder.engines.models import ModelRef, resolve_model
 from builder.engines.options import EngineOptions
 from builder.engines.runner import run_requests
 from builder.judging.metrics import length_controlled_win_rate, shares_with_ci
-from builder.judging.pairwise import PairwiseTemplate, load_pairwise_template, outcome, parse_verdict, position_flip, winner
-from evaluators.answers import Contestant, aligned, generate_answers, labelled, read_answers, resolve_contestant
+from builder.judging.pairwise import (
+    PairwiseTemplate,
+    outcome,
+    parse_verdict,
+    position_flip,
+    winner,
+)
+from builder.judging.parsers import final_verdict_line, get_parser
+from builder.judging.setup import prepare_judge
+from evaluators.answers import (
+    Contestant,
+    aligned,
+    generate_answers,
+    labelled,
+    read_answers,
+    resolve_contestant,
+)
 from evaluators.card import render_h2h_card
 from evaluators.configs import HeadToHeadConfig
 from evaluators.plots import outcome_bars
@@ -33,7 +48,7 @@ VERDICT_COLUMNS = ("verdict", "parse_error", "winner", "raw", "request_key")
 def head_to_head(config: HeadToHeadConfig, store: Store) -> tuple[Version, bool]:
     config.validate()
     config = replace(config, dtype=resolve_dtype(config.dtype))
-    sampling = lambda temperature: Sampling(1, temperature, config.top_p, config.max_new_tokens)  # noqa: E731
+    sampling = lambda temperature: Sampling(1, temperature, config.top_p, config.max_new_tokens)
     a_side = [resolve_contestant(spec, sampling(config.a_temperature), store, config.backend == "openai") for spec in config.a]
     b_side = [resolve_contestant(spec, sampling(config.b_temperature), store, config.backend == "openai") for spec in config.b]
     contestants = labelled(list({c: None for c in a_side + b_side}))
@@ -54,10 +69,12 @@ def head_to_head(config: HeadToHeadConfig, store: Store) -> tuple[Version, bool]
     for c, (_, answers) in answer_files.items():
         aligned(answers, prompts, c, source_spec)  # fail before any model is loaded
 
-    template = load_pairwise_template(config.judge_template)
     judge_backend, judge_options = config.judge_engine()
+    setup = prepare_judge("pairwise", config.judge_template, 1, config.judge_temperature, config.judge_top_p,
+                          config.judge_max_new_tokens, config.judge_constraint, config.rationale_min_chars, config.rationale_max_chars,
+                          judge_backend, judge_options)
+    template, judge_sampling = setup.template, setup.sampling
     judge_ref = resolve_model(config.judge, store.root, judge_backend == "openai")
-    judge_sampling = Sampling(1, config.judge_temperature, config.judge_top_p, config.judge_max_new_tokens)
     engine = {"backend": config.backend, "dtype": config.dtype, "batch_size": config.batch_size}
     identity = {
         "input": stable_hash(prompts["prompt_id"].to_list()),
@@ -65,7 +82,7 @@ def head_to_head(config: HeadToHeadConfig, store: Store) -> tuple[Version, bool]
         "matches": [[a.label, b.label] for a, b in matches],
         "judge": judge_ref.fingerprint,
         "judge_sampling": asdict(judge_sampling),
-        "judge_template": template.sha256,
+        "judge_spec": setup.record,
         "engine": engine,
         "seed": config.seed,
     } | ({"judge_engine": {"backend": judge_backend}} if judge_backend != config.backend else {})
@@ -86,7 +103,8 @@ def head_to_head(config: HeadToHeadConfig, store: Store) -> tuple[Version, bool]
 
         pairs = pl.concat([match_rows(a, b, prompts, answers[a], answers[b]) for a, b in matches])
         judge = load(judge_ref, judge_backend, judge_options)
-        verdicts = judge_pairs(judge, template, pairs, judge_sampling, config.seed, store, config.batch_size)
+        verdicts = judge_pairs(judge, template, pairs, judge_sampling, config.seed, store, config.batch_size, setup.constraint,
+                               get_parser(setup.spec.parser))
         judging_s = time.perf_counter() - started - answers_s
 
         summary = summarise(verdicts, [f"{a.label} vs {b.label}" for a, b in matches])
@@ -104,7 +122,7 @@ def head_to_head(config: HeadToHeadConfig, store: Store) -> tuple[Version, bool]
                                 "prompts_fingerprint": identity["input"]}},
             models={"judge": {"model": judge_ref.to_json(), "engine": judge.identity}},
             sampling={"judgments": asdict(judge_sampling)},
-            judge=template.to_json(),
+            judge=template.to_json() | {"spec": setup.record},
             seed=config.seed,
             extra={"contestants": [c.to_json() | ({"model": c.model.to_json()} if c.model else {}) for c in contestants],
                    "matches": identity["matches"], "plots": sorted(files)},
@@ -132,17 +150,20 @@ def match_rows(a: Contestant, b: Contestant, prompts: pl.DataFrame, answers_a: p
     )
 
 
-def judge_pairs(judge: Generator, template: PairwiseTemplate, pairs: pl.DataFrame, sampling: Sampling, seed: int, store: Store, batch_size: int) -> pl.DataFrame:
+def judge_pairs(
+    judge: Generator, template: PairwiseTemplate, pairs: pl.DataFrame, sampling: Sampling, seed: int, store: Store, batch_size: int,
+    constraint: Constraint | None = None, parser=final_verdict_line,
+) -> pl.DataFrame:
     """Both orders of every pair, through the judge's generation cache; then the per-order and final verdicts."""
     rows = pairs.select("prompt", "answer_a", "answer_b").rows()
-    request = lambda text: make_request(judge.identity, [{"role": "user", "content": text}], sampling, seed)  # noqa: E731
+    request = lambda text: make_request(judge.identity, [{"role": "user", "content": text}], sampling, seed, constraint)
     ab = [request(template.render(prompt, a, b)) for prompt, a, b in rows]
     ba = [request(template.render(prompt, b, a)) for prompt, a, b in rows]
     done = run_requests(judge, ab + ba, store.generation_cache(judge.identity), batch_size, "judgments")
     columns = {}
     for order, requests, a_first in (("ab", ab, True), ("ba", ba, False)):
         completions = [done[r.key][0] for r in requests]
-        parsed = [parse_verdict(c) for c in completions]
+        parsed = [parse_verdict(c, parser) for c in completions]
         columns |= {
             f"raw_{order}": [c.text for c in completions],
             f"verdict_{order}": [v.preferred for v in parsed],

@@ -31,9 +31,9 @@ from builder.core.store import Store, Version
 from builder.engines.generators import load_generator, resolve_dtype
 from builder.engines.models import resolve_model
 from builder.judging.health import scores_health
-from builder.judging.judge import load_template
 from builder.judging.metrics import share_with_ci
 from builder.judging.score import judge_candidates
+from builder.judging.setup import prepare_judge
 from builder.judging.verify import check_candidates, prompt_constraints, with_checks
 from builder.stages.aggregate import score_candidates
 from builder.stages.make_pairs import generate_candidates
@@ -93,8 +93,10 @@ def evaluate_judge(config: JudgeAccuracyConfig, store: Store) -> tuple[Version, 
     config.validate()
     config = replace(config, dtype=resolve_dtype(config.dtype))
     judge_backend, judge_options = config.judge_engine()
-    template = load_template(config.judge_template)
-    judge_sampling = Sampling(config.n_judgments, config.judge_temperature, config.judge_top_p, config.judge_max_new_tokens)
+    setup = prepare_judge("pointwise", config.judge_template, config.n_judgments, config.judge_temperature, config.judge_top_p,
+                          config.judge_max_new_tokens, config.judge_constraint, config.rationale_min_chars, config.rationale_max_chars,
+                          judge_backend, judge_options)
+    template, judge_sampling = setup.template, setup.sampling
     candidate_sampling = Sampling(config.n_samples, config.temperature, config.top_p, config.max_new_tokens)
     sources = load_sources(config, store)
     verifiable = sources.verifiable is not None
@@ -106,11 +108,12 @@ def evaluate_judge(config: JudgeAccuracyConfig, store: Store) -> tuple[Version, 
         "inputs": sources.fingerprints,
         "judge": judge_ref.fingerprint,
         "judgments": asdict(judge_sampling),
-        "judge_template": template.sha256,
+        "judge_spec": setup.record,
         "engine": engine,
         "seed": config.seed,
     } | ({"policy": policy_ref.fingerprint, "candidates": asdict(candidate_sampling)} if verifiable else {}) \
-      | ({"judge_engine": {"backend": judge_backend}} if judge_backend != config.backend else {})
+      | ({"judge_engine": {"backend": judge_backend}} if judge_backend != config.backend else {}) \
+      | ({"score": config.score} if config.score != "sampled" else {})
 
     def run(vid: str) -> StageOutput:
         started = time.perf_counter()
@@ -131,10 +134,11 @@ def evaluate_judge(config: JudgeAccuracyConfig, store: Store) -> tuple[Version, 
         if "human_rank" not in candidates.columns:  # verifiable answers only
             candidates = candidates.with_columns(pl.lit(None, pl.Int32).alias("human_rank"))
         prompts = pl.concat(sources.prompts, how="diagonal_relaxed").unique("prompt_id", keep="first", maintain_order=True)
-        judgments = judge_candidates(judge, template, prompts, candidates, judge_sampling, config.seed, store, config.batch_size)
+        judgments = judge_candidates(judge, setup.spec, prompts, candidates, judge_sampling, config.seed, store, config.batch_size,
+                                     setup.constraint)
         judging_s = time.perf_counter() - started - answers_s
 
-        scored = with_checks(score_candidates(candidates, judgments), checks).sort("source", "candidate_id")
+        scored = with_checks(score_candidates(candidates, judgments, config.score), checks).sort("source", "candidate_id")
         pairs = judged_pairs(scored)
         health = scores_health(judgments, scored)
         stats = judge_stats(pairs, scored, checks, health)
@@ -154,7 +158,7 @@ def evaluate_judge(config: JudgeAccuracyConfig, store: Store) -> tuple[Version, 
             inputs=sources.inputs,
             models=models,
             sampling=sampling,
-            judge=template.to_json(),
+            judge=template.to_json() | {"spec": setup.record, "score": config.score},
             seed=config.seed,
             stats=stats,
             health=health,

@@ -12,16 +12,16 @@ from pathlib import Path
 import polars as pl
 
 from builder.core.manifest import Manifest
-from builder.core.records import Sampling, stable_hash
+from builder.core.records import stable_hash
 from builder.core.schemas import drops
 from builder.core.stage import StageOutput, build_version
 from builder.core.store import Store, Version
 from builder.engines.generators import load_generator, resolve_dtype
 from builder.engines.models import resolve_model
 from builder.judging.health import scores_health
-from builder.judging.judge import load_template
 from builder.judging.metrics import group_metrics, summarise_groups
 from builder.judging.score import judge_candidates
+from builder.judging.setup import prepare_judge
 from builder.stages.aggregate import score_candidates
 from builder.stages.ranked import ranked_tables
 from builder.stages.seed import load_seed
@@ -35,24 +35,27 @@ def evaluate_reward_model(config: RewardModelConfig, store: Store) -> tuple[Vers
     config = replace(config, dtype=resolve_dtype(config.dtype))
     raw, source = load_seed(config.ranked, "ranked", store)
     prompts, candidates, dropped_groups = ranked_tables(raw, source.spec, config.limit)
-    template = load_template(config.judge_template)
+    setup = prepare_judge("pointwise", config.judge_template, config.n_judgments, config.judge_temperature, config.judge_top_p,
+                          config.judge_max_new_tokens, config.judge_constraint, config.rationale_min_chars, config.rationale_max_chars,
+                          config.backend, config.engine_options)
+    template, sampling = setup.template, setup.sampling
     judge_ref = resolve_model(config.model, store.root, config.backend == "openai")
-    sampling = Sampling(config.n_judgments, config.judge_temperature, config.judge_top_p, config.judge_max_new_tokens)
     engine = {"backend": config.backend, "dtype": config.dtype, "batch_size": config.batch_size}
     identity = {
         "input": stable_hash(candidates.select("candidate_id", "response", "human_rank").rows()),
         "judge": judge_ref.fingerprint,
         "judge_sampling": asdict(sampling),
-        "judge_template": template.sha256,
+        "judge_spec": setup.record,
         "engine": engine,
         "seed": config.seed,
-    }
+    } | ({"score": config.score} if config.score != "sampled" else {})
+
     def run(vid: str) -> StageOutput:
         started = time.perf_counter()
         judge = load_generator(judge_ref, config.backend, config.dtype, config.batch_size, config.engine_options)
-        judgments = judge_candidates(judge, template, prompts, candidates, sampling, config.seed, store, config.batch_size)
+        judgments = judge_candidates(judge, setup.spec, prompts, candidates, sampling, config.seed, store, config.batch_size, setup.constraint)
         judging_s = time.perf_counter() - started
-        scored = score_candidates(candidates, judgments).sort("candidate_id")
+        scored = score_candidates(candidates, judgments, config.score).sort("candidate_id")
         groups = group_table(scored)
         health = scores_health(judgments, scored)
         tables = {
@@ -70,7 +73,7 @@ def evaluate_reward_model(config: RewardModelConfig, store: Store) -> tuple[Vers
             inputs={"ranked": {**source.to_json(), "limit": config.limit}},
             models={"judge": {"model": judge_ref.to_json(), "engine": judge.identity}},
             sampling={"judgments": asdict(sampling)},
-            judge=template.to_json(),
+            judge=template.to_json() | {"spec": setup.record, "score": config.score},
             seed=config.seed,
             stats=summarise_groups(groups.to_dicts()),
             health=health,

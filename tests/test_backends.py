@@ -7,6 +7,7 @@ builder's openai client included, runs in the main environment.
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -220,3 +221,33 @@ def test_a_local_policy_judged_through_a_server(server, tiny_model, prompts_file
                       "--store", store, "--dtype", "float32", check=True)
     h2h_manifest = json.loads((store / h2h.stdout.strip().splitlines()[-1] / "manifest.json").read_text())
     assert h2h_manifest["models"]["judge"]["engine"]["backend"] == "openai"
+
+
+def test_constrained_judging_through_the_vllm_engine(tiny_model, prompts_file, tmp_path):
+    command = [str(VLLM_PYTHON), "-c", "from builder.app.cli import main; main()", "make-pairs", "--backend", "vllm", "--model", str(tiny_model),
+               "--prompts", str(prompts_file), "--store", str(tmp_path), "--dtype", "float32", *FAST, "--judge-max-new-tokens", "48"]
+    result = subprocess.run(command, capture_output=True, text=True, env=vllm_env(), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    version = result.stdout.strip().splitlines()[-1]
+    constraint = json.loads((tmp_path / version / "manifest.json").read_text())["judge"]["spec"]["constraint"]
+    assert constraint["mode"] == "guided" and constraint["library"] == "vllm" and constraint["api"] == "structured_outputs.regex"
+    judgments = pl.read_parquet(tmp_path / version / "judgments.parquet")
+    assert judgments["parse_error"].null_count() == judgments.height and judgments["score"].is_between(0, 5).all()
+    assert all(re.fullmatch(constraint["regex"], raw) for raw in judgments["raw"])
+    assert judgments["score_probs"].null_count() == 0  # vLLM's logprobs at the score digit
+
+
+def test_constrained_judging_through_a_vllm_server_with_structured_outputs(server, tiny_model, prompts_file, tmp_path):
+    store = tmp_path / "store"
+    result = run_builder("make-pairs", "--prompts", prompts_file, *FAST, "--judge-max-new-tokens", "48", "--model", tiny_model,
+                         "--store", store, "--dtype", "float32", "--judge-endpoint", server.url, "--score", "expected", check=True)
+    version = result.stdout.strip().splitlines()[-1]
+    manifest = json.loads((store / version / "manifest.json").read_text())
+    constraint = manifest["judge"]["spec"]["constraint"]
+    assert constraint["mode"] == "guided" and constraint["library"] == "vllm server" and constraint["rationale_chars"][1] <= 48
+    judgments = pl.read_parquet(store / version / "judgments.parquet")
+    assert judgments["parse_error"].null_count() == judgments.height and judgments["score"].is_between(0, 5).all()
+    assert all(re.fullmatch(constraint["regex"], raw) for raw in judgments["raw"])
+    assert judgments["expected_score"].null_count() == 0  # from the server's top_logprobs
+    shards = cache_rows(store)
+    assert shards.filter(pl.col("choice_probs").is_not_null()).height >= judgments.height

@@ -26,7 +26,7 @@ def test_the_converted_default_model_knows_the_capital_of_france():
 
 def test_make_pairs_on_the_default_model_keeps_unparsed_judgments(tmp_path):
     store = tmp_path / "store"
-    result = run_builder("make-pairs", "--limit", "2", "--n-samples", "2", "--n-judgments", "2",
+    result = run_builder("make-pairs", "--limit", "2", "--n-samples", "2", "--n-judgments", "2", "--judge-constraint", "off",
                          "--max-new-tokens", "24", "--judge-max-new-tokens", "48", "--store", store, check=True)
     version = result.stdout.strip().splitlines()[-1]
     judgments = pl.read_parquet(store / version / "judgments.parquet")
@@ -39,3 +39,15 @@ def test_make_pairs_on_the_default_model_keeps_unparsed_judgments(tmp_path):
     assert manifest["models"]["policy"]["model"]["spec"] == "smollm2-135m-instruct"
     if manifest["counts"]["pairs"] == 0:
         assert "no pair was made" in result.stderr.replace("\n", " ")
+
+
+def test_the_guided_default_model_judges_every_candidate_with_its_probabilities(tmp_path):
+    store = tmp_path / "store"
+    result = run_builder("make-pairs", "--limit", "2", "--n-samples", "2", "--n-judgments", "2", "--score", "expected",
+                         "--max-new-tokens", "24", "--judge-max-new-tokens", "48", "--store", store, check=True)
+    version = result.stdout.strip().splitlines()[-1]
+    manifest = json.loads((store / version / "manifest.json").read_text())
+    assert manifest["judge_spec"]["constraint"]["mode"] == "guided" and manifest["stats"]["parse_failure_rate"] == 0
+    judgments = pl.read_parquet(store / version / "judgments.parquet")
+    assert judgments.height == 8 and judgments["score"].is_between(0, 5).all()
+    assert judgments["expected_score"].null_count() == 0 and judgments["rationale"].str.len_chars().min() >= 20

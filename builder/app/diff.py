@@ -75,11 +75,21 @@ def measure(tables: dict[str, pl.DataFrame]) -> dict[str, tuple[Unit, float | No
         "length-score Spearman": ("correlation", health["length_score_spearman"]),
         "most common score's share": ("rate", _round(health["most_common_score_share"])),
         "responses with a Score line": ("count", health["responses_with_score_line"]),
+        "judgments cut by the token limit": ("rate", _round(_share(tables["judgments"]["finish_reason"] == "length"))),
+        "median rationale characters": ("count", _median(tables["judgments"].filter(pl.col("score").is_not_null())["rationale"].str.len_chars())),
         **{
             f"judgments scored {score}": ("rate", _round(stats["score_histogram"].get(str(score), 0) / parsed) if parsed else None)
             for score in SCORES
         },
     }
+
+
+def _share(flags: pl.Series) -> float | None:
+    return None if flags.len() == 0 else float(flags.mean())
+
+
+def _median(values: pl.Series) -> float | None:
+    return None if values.len() == 0 else float(values.median())
 
 
 def read_tables(version: Version) -> dict[str, pl.DataFrame]:

@@ -117,8 +117,8 @@ def plan(raw: dict, store: Store) -> list[Step]:
     base = _known_model(_typed(raw.get("base"), str | None, "base") or DEFAULT_MODEL, "base", store, set())
     common = {"seed": _typed(raw.get("seed", 0), int, "seed"),
               "judge_template": _typed(raw.get("judge_template"), str | None, "judge_template")}
-    if common["judge_template"] is not None and not Path(common["judge_template"]).expanduser().is_file():
-        raise BuilderError(f"judge_template: no such file {common['judge_template']!r}")
+    if common["judge_template"] is not None and not Path(common["judge_template"]).expanduser().exists():
+        raise BuilderError(f"judge_template: no such file or judge folder {common['judge_template']!r}")
     generation = _mapping(raw.get("generation") or {}, "generation", set(GENERATION_KEYS))
     seed_data = {k: _existing_data(_typed(v, str | None, f"seed_data.{k}"), f"seed_data.{k}", store)
                  for k, v in _mapping(raw.get("seed_data") or {}, "seed_data", SEED_DATA).items()}

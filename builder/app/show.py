@@ -110,6 +110,7 @@ def version_view(version: Version, damaged: list[str], store: Store | None = Non
         ("judgments", _sampling(m.sampling["judgments"])),
         ("seed", str(m.seed)),
         ("judge template", f"{m.judge['name']}  sha256 {m.judge['sha256'][:16]}"),
+        *judge_spec_rows(m),
         ("prompts from", f"{prompts['spec']}  ({prompts['fingerprint'][:30]})"),
         ("files", "[red]damaged: " + ", ".join(damaged) + "[/]" if damaged else f"{len(m.files)} files, checksums ok"),
     ):
@@ -139,6 +140,12 @@ def version_view(version: Version, damaged: list[str], store: Store | None = Non
     rates.add_row("mean tokens", ", ".join(f"{k} {_value(v)}" for k, v in stats["mean_tokens"].items()))
     rates.add_row("mean score", ", ".join(f"{k} {_value(v)}" for k, v in stats["mean_score"].items()))
 
+    if "rationale_chars" in stats:  # versions written before judge specs have none of these
+        q = stats["rationale_chars"]
+        rates.add_row("reached token limit", f"{_pct(stats['length_limit_rate'])} (cut {_pct(stats['cut_rate'])})")
+        rates.add_row("rationale chars", f"min {_value(q['min'])}, quartiles {_value(q['p25'])} / {_value(q['median'])} / {_value(q['p75'])}, max {_value(q['max'])}")
+        rates.add_row("score probabilities", f"{_pct(stats['score_probs_rate'])} of parsed; mean top probability {_value(stats['mean_top_prob'])}")
+        rates.add_row("ties by scoring", ", ".join(f"{k} {_pct(v)}" for k, v in stats["tie_rate_by_score"].items()))
     quality = Text("\n".join(label_quality_lines(m, store)))
     parts = [Panel(summary, title="manifest", title_align="left"), counts, drops, rates, Panel(quality, title="label quality", title_align="left"),
              score_histogram(stats["score_histogram"])]
@@ -148,6 +155,20 @@ def version_view(version: Version, damaged: list[str], store: Store | None = Non
             "A judge that does not follow the template needs EFT training first.[/]"
         )
     return Group(*parts)
+
+
+def judge_spec_rows(manifest: Manifest) -> list[tuple[str, str]]:
+    """The judge spec as run; nothing for versions written before judge specs existed."""
+    spec = (manifest.judge or {}).get("spec")
+    if not spec:
+        return []
+    constraint = spec["constraint"]
+    if constraint["mode"] == "guided":
+        low, high = constraint["rationale_chars"]
+        held = f"guided by {constraint['library']} {constraint['version']}: rationale {low}-{high} chars, then the final line"
+    else:
+        held = constraint["mode"] + (f" ({constraint['why']})" if constraint.get("why") else "")
+    return [("judge parser", spec["parser"]), ("judge constraint", held), ("scores", manifest.judge.get("score", "sampled"))]
 
 
 def score_histogram(histogram: dict) -> Table:

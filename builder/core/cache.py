@@ -30,7 +30,8 @@ from builder.core.errors import BuilderError
 from builder.core.files import io_problem, stale_partials
 from builder.core.records import Completion, Request, stable_hash
 
-SHARD_SCHEMA = {"key": pl.String, "sample": pl.Int32, "text": pl.String, "finish_reason": pl.String, "n_tokens": pl.Int32}
+SHARD_SCHEMA = {"key": pl.String, "sample": pl.Int32, "text": pl.String, "finish_reason": pl.String, "n_tokens": pl.Int32,
+                "choice_probs": pl.List(pl.Float64)}  # shards written before choice_probs existed read it as null
 LEVEL = re.compile(r"^L(\d+)-")
 READ_ATTEMPTS = 5  # a concurrent compaction may delete a shard between listing and reading: list again
 
@@ -65,7 +66,7 @@ class GenerationCache:
                 break
             try:
                 return (
-                    pl.scan_parquet(shards, schema=SHARD_SCHEMA)
+                    pl.scan_parquet(shards, schema=SHARD_SCHEMA, missing_columns="insert")
                     .select(*dict.fromkeys(("key", "sample", *columns)))
                     .join(wanted, on="key", how="semi")
                     .unique(["key", "sample"], keep="first")
@@ -84,8 +85,8 @@ class GenerationCache:
 
     def load(self, keys: Iterable[str]) -> dict[str, list[Completion]]:
         found: dict[str, list[Completion]] = {}
-        for key, text, reason, n_tokens in self.table(keys).select("key", "text", "finish_reason", "n_tokens").iter_rows():
-            found.setdefault(key, []).append(Completion(text, reason, n_tokens))
+        for key, text, reason, n_tokens, probs in self.table(keys).select("key", "text", "finish_reason", "n_tokens", "choice_probs").iter_rows():
+            found.setdefault(key, []).append(Completion(text, reason, n_tokens, None if probs is None else tuple(probs)))
         return found
 
     def save(self, requests: list[Request], answers: list[list[Completion]]) -> None:
@@ -93,7 +94,8 @@ class GenerationCache:
         columns: dict[str, list] = {name: [] for name in SHARD_SCHEMA}
         for request, completions in zip(requests, answers, strict=True):
             for i, c in enumerate(completions):
-                for name, value in zip(SHARD_SCHEMA, (request.key, i, c.text, c.finish_reason, c.n_tokens)):
+                probs = None if c.choice_probs is None else list(c.choice_probs)
+                for name, value in zip(SHARD_SCHEMA, (request.key, i, c.text, c.finish_reason, c.n_tokens, probs)):
                     columns[name].append(value)
         final = self.folder / f"{stable_hash([r.key for r in requests])[:24]}.parquet"
         try:
@@ -148,7 +150,7 @@ class GenerationCache:
 
 def merge(shards: list[Path], target: Path) -> None:
     """One shard with every (key, sample) of these shards, published before they are deleted."""
-    rows = pl.scan_parquet(shards, schema=SHARD_SCHEMA).unique(["key", "sample"], keep="first", maintain_order=True).collect()
+    rows = pl.scan_parquet(shards, schema=SHARD_SCHEMA, missing_columns="insert").unique(["key", "sample"], keep="first", maintain_order=True).collect()
     write_atomically(rows, target, {"merged": json.dumps([shard.name for shard in shards])})
     for shard in shards:
         shard.unlink(missing_ok=True)

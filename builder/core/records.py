@@ -19,6 +19,22 @@ class Sampling:
 
 
 @dataclass(frozen=True)
+class Constraint:
+    """Guided decoding: the whole answer must match `regex` (a full match; no lookarounds or backreferences).
+
+    The answer is free text up to the first `closer` character, then a fixed-form tail of at most `tail_chars`
+    characters (e.g. "\nScore: 5"); an engine that can count tokens forces the closer early enough for the tail
+    to fit in the token budget. `choices` are the alternatives of the answer's last token (e.g. the score
+    digits): the engine reports the probability of each at that position, renormalised over the choices.
+    """
+
+    regex: str
+    closer: str = "\n"
+    tail_chars: int = 0
+    choices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Request:
     """One call to a model: a conversation to continue, n samples of it."""
 
@@ -26,6 +42,7 @@ class Request:
     messages: tuple[Message, ...]
     sampling: Sampling
     seed: int
+    constraint: Constraint | None = None
 
 
 @dataclass(frozen=True)
@@ -33,6 +50,9 @@ class Completion:
     text: str
     finish_reason: Literal["stop", "length"]
     n_tokens: int
+    # The probability of each of the request's constraint.choices at the answer's last token; None when the
+    # request asked for none, or the answer does not end with one of them.
+    choice_probs: tuple[float, ...] | None = None
 
 
 def canonical_json(value) -> str:
@@ -49,20 +69,26 @@ def _sampling_json(sampling: Sampling) -> str:
     return canonical_json(asdict(sampling))
 
 
-def request_key(generator_identity: dict, messages: list[Message], sampling: Sampling, seed: int) -> str:
-    """stable_hash({"generator", "messages", "sampling", "seed"}), its JSON put together from the canonical JSON
-    of each part (the same bytes, keys in sorted order): the sampling's is computed once, not once a request."""
+def request_key(generator_identity: dict, messages: list[Message], sampling: Sampling, seed: int,
+                constraint: Constraint | None = None) -> str:
+    """stable_hash({"constraint" (when there is one), "generator", "messages", "sampling", "seed"}), its JSON put
+    together from the canonical JSON of each part (the same bytes, keys in sorted order): the sampling's is
+    computed once, not once a request."""
+    head = f'"constraint":{canonical_json(asdict(constraint))},' if constraint else ""
     blob = (
-        f'{{"generator":{canonical_json(generator_identity)},"messages":{canonical_json(messages)},'
+        f'{{{head}"generator":{canonical_json(generator_identity)},"messages":{canonical_json(messages)},'
         f'"sampling":{_sampling_json(sampling)},"seed":{canonical_json(seed)}}}'
     )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def make_request(generator_identity: dict, messages: list[Message], sampling: Sampling, seed: int) -> Request:
-    key = request_key(generator_identity, messages, sampling, seed)
+def make_request(
+    generator_identity: dict, messages: list[Message], sampling: Sampling, seed: int, constraint: Constraint | None = None
+) -> Request:
+    # An unconstrained request keeps the key it had before constraints existed, so old caches stay valid.
+    key = request_key(generator_identity, messages, sampling, seed, constraint)
     # Each request carries its own seed so that backends with per-request seeds (vLLM, HTTP) are reproducible.
-    return Request(key=key, messages=tuple(messages), sampling=sampling, seed=int(key[:15], 16))
+    return Request(key=key, messages=tuple(messages), sampling=sampling, seed=int(key[:15], 16), constraint=constraint)
 
 
 def file_sha256(path: Path) -> str:

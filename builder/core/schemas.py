@@ -41,6 +41,8 @@ JUDGMENTS_SCHEMA = {
     "finish_reason": pl.String,
     "n_tokens": pl.Int32,
     "request_key": pl.String,
+    "score_probs": pl.List(pl.Float64),  # P(score = 0..5) at the score token, where the engine reported it
+    "expected_score": pl.Float64,  # sum of score x probability; null when unparsed or without score_probs
 }
 GENERATIONS_SCHEMA = {"generation_id": pl.String, "shown_seed_ids": pl.List(pl.String), "raw": pl.String, "finish_reason": pl.String,
                       "prompt": pl.String, "reason": pl.String, "detail": pl.String}

@@ -7,6 +7,7 @@ any order; the cache then saves answers as they complete rather than per batch.
 """
 
 import hashlib
+import os
 from typing import Protocol
 
 from builder.core.errors import BuilderError
@@ -59,6 +60,14 @@ class TransformersGenerator:
         self.batch_size = batch_size
         # batch_size is part of the identity: it decides which requests share a random stream.
         self.identity = {"backend": "transformers", "model": model.fingerprint, "dtype": dtype, "batch_size": batch_size} | default_template
+        self._guide = None
+
+    def guide(self):
+        if self._guide is None:
+            from builder.engines.guided import Guide
+
+            self._guide = Guide(self.tokenizer, self.model.config.vocab_size, self.stop_ids)
+        return self._guide
 
     def _stop_token_ids(self) -> set[int]:
         ids = self.model.generation_config.eos_token_id
@@ -68,15 +77,18 @@ class TransformersGenerator:
 
     def generate(self, requests: list[Request]) -> list[list[Completion]]:
         torch = self.torch
-        sampling = requests[0].sampling
-        if any(r.sampling != sampling for r in requests):
-            raise ValueError("one batch must share its sampling parameters")
+        sampling, constraint = requests[0].sampling, requests[0].constraint
+        if any(r.sampling != sampling or r.constraint != constraint for r in requests):
+            raise ValueError("one batch must share its sampling parameters and constraint")
         texts = [self.tokenizer.apply_chat_template(list(r.messages), tokenize=False, add_generation_prompt=True) for r in requests]
         batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         torch.manual_seed(batch_seed(requests))
         sample = sampling.temperature > 0
         # top_k=0: the model's generation_config may carry a top-k; the recipe samples with top-p alone.
         knobs = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0} if sample else {"do_sample": False}
+        processors, probe = [], None
+        if constraint is not None:
+            processors, probe = self.guide().processors(constraint, sampling.max_new_tokens, batch["input_ids"].shape[1])
         with torch.inference_mode():
             output = self.model.generate(
                 **batch,
@@ -85,18 +97,25 @@ class TransformersGenerator:
                 num_return_sequences=sampling.n if sample else 1,
                 pad_token_id=self.tokenizer.pad_token_id,
                 eos_token_id=sorted(self.stop_ids),
+                logits_processor=self._processor_list(processors),
             )
         new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()
-        completions = [self._completion(tokens) for tokens in new_tokens]
+        completions = [self._completion(tokens, row, probe) for row, tokens in enumerate(new_tokens)]
         if not sample:  # greedy decoding has one answer; n copies of it keep the shape callers expect
             completions = [c for c in completions for _ in range(sampling.n)]
         return [completions[i * sampling.n : (i + 1) * sampling.n] for i in range(len(requests))]
 
-    def _completion(self, tokens: list[int]) -> Completion:
+    def _processor_list(self, processors: list):
+        from transformers import LogitsProcessorList
+
+        return LogitsProcessorList(processors) if processors else None
+
+    def _completion(self, tokens: list[int], row: int, probe=None) -> Completion:
         stop = next((i for i, token in enumerate(tokens) if token in self.stop_ids), None)
         kept = tokens if stop is None else tokens[:stop]
         text = self.tokenizer.decode(kept, skip_special_tokens=True)
-        return Completion(text=text.strip(), finish_reason="length" if stop is None else "stop", n_tokens=len(kept))
+        probs = probe.probabilities(row, len(kept) - 1, kept[-1]) if probe is not None and kept and stop is not None else None
+        return Completion(text.strip(), "length" if stop is None else "stop", len(kept), probs)
 
 
 def batch_seed(requests: list[Request]) -> int:
@@ -114,6 +133,32 @@ def resolve_dtype(dtype: str) -> str:
     import torch
 
     return "bfloat16" if torch.cuda.is_available() else "float32"
+
+
+def guided_decoding(backend: str, engine_options=None) -> dict | None:
+    """What holds answers to a regex on this backend (library, version, whether it closes a free part before
+    the token limit), or None when nothing does. Known before any model is loaded, so it can enter an identity;
+    for servers it asks them (see openai_pool.server_guided_decoding)."""
+    from builder.engines.options import EngineOptions
+
+    if backend == "transformers":
+        from builder.engines.guided import library
+
+        return library()
+    if backend == "vllm":
+        from builder.engines.vllm_engine import guided_decoding as vllm_guided_decoding
+
+        return vllm_guided_decoding()
+    if backend == "openai":
+        import httpx
+
+        from builder.engines.openai_pool import base_url, server_guided_decoding
+
+        options = engine_options or EngineOptions()
+        key = os.environ.get(options.api_key_env)
+        endpoints = tuple(dict.fromkeys(base_url(e) for e in options.endpoints))
+        return server_guided_decoding(endpoints, {"Authorization": f"Bearer {key}"} if key else {}, httpx.Timeout(min(10.0, options.request_timeout)))
+    return None
 
 
 def load_generator(

@@ -24,7 +24,8 @@ import httpx
 
 from builder.core.errors import BuilderError
 from builder.core.progress import console
-from builder.core.records import Completion, Request
+from builder.core.records import Completion, Constraint, Request
+from builder.engines.choice_probs import TOP_LOGPROBS, choice_probs
 from builder.engines.context import ContextWindow, local_window, unknown_window
 from builder.engines.models import ModelRef
 
@@ -76,6 +77,7 @@ def retry_delay(streak: int, retry_after: float | None, rng: random.Random, base
 class Choice:
     text: str
     finish_reason: str | None
+    positions: tuple = ()  # per token: (its text, {alternative text: logprob}) when logprobs were asked for
 
 
 def base_url(endpoint: str) -> str:
@@ -93,6 +95,17 @@ def request_body(model: str, request: Request, n: int, seed: int) -> dict:
         body |= {"n": n, "temperature": sampling.temperature, "top_p": sampling.top_p}
     else:
         body |= {"n": 1, "temperature": 0.0}
+    return body | constraint_body(request.constraint)
+
+
+def constraint_body(constraint: Constraint | None) -> dict:
+    """vLLM's server takes the regex as `structured_outputs` (its older `guided_regex` is now ignored without
+    a word, which is why support is checked first: see server_guided_decoding); logprobs for the choices."""
+    if constraint is None:
+        return {}
+    body = {"logprobs": True, "top_logprobs": TOP_LOGPROBS} if constraint.choices else {}
+    if constraint.regex is not None:
+        body["structured_outputs"] = {"regex": constraint.regex}
     return body
 
 
@@ -104,13 +117,24 @@ def topup_seed(seed: int, round_index: int) -> int:
 def parse_choices(payload: dict) -> tuple[list[Choice], int | None]:
     """The choices of a chat completion response and the completion tokens of all of them together."""
     choices = [
-        Choice((c.get("message") or {}).get("content") or "", c.get("finish_reason"))
+        Choice((c.get("message") or {}).get("content") or "", c.get("finish_reason"), token_positions(c.get("logprobs")))
         for c in sorted(payload.get("choices") or [], key=lambda c: c.get("index", 0))
     ]
     return choices, (payload.get("usage") or {}).get("completion_tokens")
 
 
-def to_completions(choices: list[Choice], usage_tokens: int | None, count_tokens: Callable[[str], int] | None) -> list[Completion]:
+def token_positions(logprobs: dict | None) -> tuple:
+    content = (logprobs or {}).get("content") or []
+    return tuple(
+        (t.get("token") or "", {a["token"]: a["logprob"] for a in t.get("top_logprobs") or [] if "token" in a and "logprob" in a}
+         | {t.get("token") or "": t.get("logprob", float("-inf"))})
+        for t in content
+    )
+
+
+def to_completions(
+    choices: list[Choice], usage_tokens: int | None, count_tokens: Callable[[str], int] | None, probed: tuple[str, ...] = ()
+) -> list[Completion]:
     """Token counts: exact from `usage` for a single choice; otherwise the model's tokenizer when it is local,
     else `usage` split by character length (an estimate; hosted APIs report only the total)."""
     texts = [c.text.strip() for c in choices]
@@ -122,7 +146,8 @@ def to_completions(choices: list[Choice], usage_tokens: int | None, count_tokens
         total_chars = sum(len(t) for t in texts) or 1
         counts = [round((usage_tokens or 0) * len(t) / total_chars) for t in texts]
     return [
-        Completion(text, "length" if c.finish_reason == "length" else "stop", n)
+        Completion(text, "length" if c.finish_reason == "length" else "stop", n,
+                   choice_probs(text, list(c.positions), probed) if probed and c.positions else None)
         for text, c, n in zip(texts, choices, counts, strict=True)
     ]
 
@@ -288,7 +313,8 @@ class OpenAIPoolGenerator:
             body = request_body(self.names[endpoint], request, ask, topup_seed(request.seed, round_index))
             payload = await post_json(client, f"{endpoint}/chat/completions", body)
             choices, usage_tokens = parse_choices(payload)
-            completions = completions + to_completions(choices[:ask], usage_tokens if len(choices) <= ask else None, self.count_tokens)
+            probed = request.constraint.choices if request.constraint else ()
+            completions = completions + to_completions(choices[:ask], usage_tokens if len(choices) <= ask else None, self.count_tokens, probed)
             round_index, calls = round_index + 1, calls + 1
             received[request.key] = (completions, round_index)
         received.pop(request.key, None)
@@ -355,6 +381,24 @@ def served_name(model: ModelRef, endpoint: str, listed: list[str]) -> str:
         f"cannot tell which model {endpoint} serves is {model.spec!r} (it serves: {', '.join(listed[:10]) or 'nothing'}); "
         "pass the served name as --model"
     )
+
+
+def server_guided_decoding(endpoints: tuple[str, ...], headers: dict, timeout: httpx.Timeout) -> dict | None:
+    """Structured outputs when every endpoint is a vLLM server (it answers GET /version); None otherwise, and
+    the judge then writes free text that only the parser reads. Other servers ignore or refuse the field, and
+    one that ignored it would pass free text off as constrained."""
+    versions = set()
+    if not endpoints:
+        return None
+    for endpoint in endpoints:
+        try:
+            response = httpx.get(f"{endpoint.removesuffix('/v1')}/version", headers=headers, timeout=timeout)
+            response.raise_for_status()
+            versions.add(str(response.json()["version"]))
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return None
+    return {"library": "vllm server", "version": ",".join(sorted(versions)), "api": "structured_outputs.regex",
+            "closes_before_token_limit": False}
 
 
 def local_tokenizer(model: ModelRef) -> tuple[Callable[[str], int] | None, ContextWindow]:

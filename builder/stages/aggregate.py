@@ -16,6 +16,10 @@ With verifiers (`make-pairs --verify`) the rule is `checks_first` (RULES below):
 constraints a candidate passes comes before the judge's mean (and before length control), so a candidate that
 fails a check is never chosen over one that passes them all. Prompts without constraints are ranked by the
 judge alone.
+
+With `--score expected` a judgment's score is its expected score (the mean of 0–5 under the judge's own
+probabilities at its score token) instead of the sampled digit; a parsed judgment whose engine reported no
+probabilities is then absent too (`no_score_probs`).
 """
 
 import polars as pl
@@ -33,11 +37,14 @@ RULES = {
                   "rejected are equal on both is a tie; a candidate without a parsed score is never a label",
 }
 
+SCORE_COLUMNS = {"sampled": "score", "expected": "expected_score"}
 
-def score_candidates(candidates: pl.DataFrame, judgments: pl.DataFrame) -> pl.DataFrame:
+
+def score_candidates(candidates: pl.DataFrame, judgments: pl.DataFrame, score: str = "sampled") -> pl.DataFrame:
+    column = SCORE_COLUMNS[score]
     scores = judgments.group_by("candidate_id").agg(
-        pl.col("score").mean().alias("score_mean"),
-        pl.col("score").count().cast(pl.Int32).alias("n_scored"),
+        pl.col(column).mean().alias("score_mean"),
+        pl.col(column).count().cast(pl.Int32).alias("n_scored"),
         pl.len().cast(pl.Int32).alias("n_judgments"),
     )
     return candidates.join(scores, on="candidate_id", how="left").with_columns(
@@ -123,19 +130,25 @@ def _prompt_drop(frame: pl.DataFrame, reason: str, detail: pl.Expr) -> pl.DataFr
     return drops(frame, "prompt", reason, detail)
 
 
-def unlabelled(scored: pl.DataFrame, judgments: pl.DataFrame) -> pl.DataFrame:
-    """Judgments that did not parse, and candidates left without any parsed score."""
-    bad_judgments = drops(judgments.filter(pl.col("parse_error").is_not_null()), "judgment", "unparsed_judgment", pl.col("parse_error"))
+def unlabelled(scored: pl.DataFrame, judgments: pl.DataFrame, score: str = "sampled") -> pl.DataFrame:
+    """Judgments that did not parse (or, for expected scores, have no probabilities), and candidates left
+    without any score."""
+    no_probs = pl.col("parse_error").is_null() & pl.col("expected_score").is_null() & pl.lit(score == "expected")
+    bad = judgments.filter(pl.col("parse_error").is_not_null() | no_probs)
+    bad_judgments = drops(bad, "judgment", pl.when(no_probs).then(pl.lit("no_score_probs")).otherwise(pl.lit("unparsed_judgment")),
+                          pl.when(no_probs).then(pl.lit("the engine reported no score probabilities")).otherwise(pl.col("parse_error")))
     unscored = drops(scored.filter(pl.col("n_scored") == 0), "candidate", "no_parsed_score", pl.format("0 of {} judgments parsed", "n_judgments"))
     return pl.concat([bad_judgments, unscored])
 
 
 def build_labels(prompts: pl.DataFrame, candidates: pl.DataFrame, judgments: pl.DataFrame,
-                 checks: pl.DataFrame | None = None, rule: str = JUDGE_ONLY, length_control: float | None = None):
-    """(candidates with their scores, pairs, dropped rows) from the raw tables; with `checks` (the verifiers'
-    rows), candidates and pairs also say which answers passed, and `rule` says whether that decides."""
-    scored = score_candidates(candidates, judgments)
+                 checks: pl.DataFrame | None = None, rule: str = JUDGE_ONLY, length_control: float | None = None,
+                 score: str = "sampled"):
+    """(candidates with their scores, pairs, dropped rows) from the raw tables; `score`: sampled | expected. With
+    `checks` (the verifiers' rows), candidates and pairs also say which answers passed, and `rule` says whether
+    that decides."""
+    scored = score_candidates(candidates, judgments, score)
     if checks is not None:
         scored = with_checks(scored, checks)
     pairs, dropped_prompts = select_pairs(prompts, scored, rule, length_control)
-    return scored, pairs, pl.concat([unlabelled(scored, judgments), dropped_prompts])
+    return scored, pairs, pl.concat([unlabelled(scored, judgments, score), dropped_prompts])

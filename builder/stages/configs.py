@@ -7,7 +7,7 @@ from dataclasses import MISSING, dataclass
 from builder.core.errors import BuilderError
 from builder.core.knobs import check_knobs, default, knob
 from builder.engines.options import EngineKnobs, JudgeModelKnobs, ModelKnobs, SamplingKnobs
-from builder.judging.options import JudgeKnobs
+from builder.judging.options import PointwiseJudgeKnobs
 
 PROMPTS_HELP = ("JSONL/JSON/parquet/CSV file, a saved `datasets` folder, hf:NAME[:SPLIT], or a version id "
                 "[default: the shipped sample prompts]")
@@ -17,7 +17,7 @@ RANKED_HELP = ("Human-ranked groups (prompt, responses, ranks with 1 the best): 
 
 
 @dataclass(frozen=True, kw_only=True)
-class MakePairsConfig(ModelKnobs, SamplingKnobs, JudgeModelKnobs, JudgeKnobs, EngineKnobs):
+class MakePairsConfig(ModelKnobs, SamplingKnobs, JudgeModelKnobs, PointwiseJudgeKnobs, EngineKnobs):
     """`builder make-pairs`: N candidates per prompt, K self-judgments each, averaged; best vs worst is a pair."""
 
     prompts: str | None = knob(None, PROMPTS_HELP, short="-p")
@@ -35,7 +35,7 @@ class MakePairsConfig(ModelKnobs, SamplingKnobs, JudgeModelKnobs, JudgeKnobs, En
 
 
 @dataclass(frozen=True, kw_only=True)
-class MakeEftConfig(ModelKnobs, JudgeKnobs, EngineKnobs):
+class MakeEftConfig(ModelKnobs, PointwiseJudgeKnobs, EngineKnobs):
     """`builder make-eft`: judge human-ranked responses; keep the judgments that agree with the humans."""
 
     ranked: str | None = knob(None, RANKED_HELP, short="-r")

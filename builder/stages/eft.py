@@ -24,15 +24,16 @@ import polars as pl
 from builder.core.cards import render_kind_card
 from builder.core.manifest import Manifest
 from builder.core.prompts import turn
-from builder.core.records import Sampling, stable_hash
+from builder.core.records import stable_hash
 from builder.core.schemas import drops
 from builder.core.stage import StageOutput, build_version
 from builder.core.store import Store, Version
 from builder.engines.generators import load_generator, resolve_dtype
 from builder.engines.models import resolve_model
-from builder.judging.judge import JudgeTemplate, load_template
+from builder.judging.judge import JudgeTemplate
 from builder.judging.metrics import group_metrics
 from builder.judging.score import judge_candidates
+from builder.judging.setup import prepare_judge
 from builder.stages.aggregate import score_candidates, unlabelled
 from builder.stages.configs import MakeEftConfig
 from builder.stages.ranked import ranked_tables
@@ -53,24 +54,26 @@ def make_eft(config: MakeEftConfig, store: Store) -> tuple[Version, bool]:
     raw, source = load_seed(config.ranked, "ranked", store)
     prompts, candidates, dropped_groups = ranked_tables(raw, source.spec, config.limit, source.fingerprint)
     heldout = held_out_ids(prompts["prompt_id"].to_list(), config.held_out, config.seed)
-    template = load_template(config.judge_template)
+    setup = prepare_judge("pointwise", config.judge_template, config.n_judgments, config.judge_temperature, config.judge_top_p,
+                          config.judge_max_new_tokens, config.judge_constraint, config.rationale_min_chars, config.rationale_max_chars,
+                          config.backend, config.engine_options)
+    template, sampling = setup.template, setup.sampling
     model_ref = resolve_model(config.model, store.root, config.backend == "openai")
-    sampling = Sampling(config.n_judgments, config.judge_temperature, config.judge_top_p, config.judge_max_new_tokens)
     engine = {"backend": config.backend, "dtype": config.dtype, "batch_size": config.batch_size}
     identity = {
         "input": stable_hash(candidates.select("candidate_id", "response", "human_rank").rows()),
         "held_out": config.held_out, "model": model_ref.fingerprint, "sampling": asdict(sampling),
-        "judge_template": template.sha256, "engine": engine, "seed": config.seed,
-    } | ({"rebalance": REBALANCE_RULE} if config.rebalance else {})
+        "judge_spec": setup.record, "engine": engine, "seed": config.seed,
+    } | ({"score": config.score} if config.score != "sampled" else {}) | ({"rebalance": REBALANCE_RULE} if config.rebalance else {})
 
     def run(vid: str) -> StageOutput:
         train_prompts = prompts.filter(~pl.col("prompt_id").is_in(list(heldout)))
         train = candidates.filter(~pl.col("prompt_id").is_in(list(heldout)))
         started = time.perf_counter()
         judge = load_generator(model_ref, config.backend, config.dtype, config.batch_size, config.engine_options)
-        judgments = judge_candidates(judge, template, train_prompts, train, sampling, config.seed, store, config.batch_size)
+        judgments = judge_candidates(judge, setup.spec, train_prompts, train, sampling, config.seed, store, config.batch_size, setup.constraint)
         judging_s = time.perf_counter() - started
-        scored = score_candidates(train, judgments).sort("candidate_id")
+        scored = score_candidates(train, judgments, config.score).sort("candidate_id")
         groups = agreement(scored)
         all_examples = eft_examples(groups, scored, judgments, train_prompts, template)
         examples, down_sampled = rebalance(all_examples, config.seed) if config.rebalance else (all_examples, all_examples.clear())
@@ -95,7 +98,7 @@ def make_eft(config: MakeEftConfig, store: Store) -> tuple[Version, bool]:
             inputs={"ranked": {"spec": source.spec, "fingerprint": source.fingerprint, "limit": config.limit, "held_out": config.held_out}},
             models={"judge": {"model": model_ref.to_json(), "engine": judge.identity}},
             sampling={"judgments": asdict(sampling)},
-            judge=template.to_json(),
+            judge=template.to_json() | {"spec": setup.record},
             seed=config.seed,
             extra=extra,
             stats={

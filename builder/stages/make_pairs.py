@@ -27,10 +27,11 @@ from builder.engines.generators import Generator, load_generator, resolve_dtype
 from builder.engines.models import resolve_model
 from builder.engines.runner import answer_lazily
 from builder.judging.health import pairs_health
-from builder.judging.judge import load_template
+from builder.judging.judgment_stats import judgment_stats
 from builder.judging.score import judge_candidates
+from builder.judging.setup import prepare_judge
 from builder.judging.verify import check_candidates, label_quality, prompt_constraints
-from builder.stages.aggregate import CHECKS_FIRST, JUDGE_ONLY, LENGTH_CONTROL_RULE, RULES, build_labels, select_pairs
+from builder.stages.aggregate import CHECKS_FIRST, JUDGE_ONLY, LENGTH_CONTROL_RULE, RULES, SCORE_COLUMNS, build_labels, select_pairs
 from builder.stages.configs import MakePairsConfig
 from builder.stages.fit_context import context_record, drop_too_long
 from builder.stages.pairs_card import render_pairs_card
@@ -41,12 +42,14 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
     config.validate()
     config = replace(config, dtype=resolve_dtype(config.dtype))
     prompts, dropped_prompts, source = load_prompts(config.prompts, store, config.limit)
-    template = load_template(config.judge_template)
     judge_backend, judge_options = config.judge_engine()
+    setup = prepare_judge("pointwise", config.judge_template, config.n_judgments, config.judge_temperature, config.judge_top_p,
+                          config.judge_max_new_tokens, config.judge_constraint, config.rationale_min_chars, config.rationale_max_chars,
+                          judge_backend, judge_options)
+    spec, template, judge_sampling, constraint, judge_spec = setup.spec, setup.template, setup.sampling, setup.constraint, setup.record
     policy_ref = resolve_model(config.model, store.root, config.backend == "openai")
     judge_ref = policy_ref if config.judge is None else resolve_model(config.judge, store.root, judge_backend == "openai")
     candidate_sampling = Sampling(config.n_samples, config.temperature, config.top_p, config.max_new_tokens)
-    judge_sampling = Sampling(config.n_judgments, config.judge_temperature, config.judge_top_p, config.judge_max_new_tokens)
     engine = {"backend": config.backend, "dtype": config.dtype, "batch_size": config.batch_size}
     identity = {
         "input": stable_hash(prompts.select("prompt_id", "source", "source_row", "source_id").rows()),
@@ -55,7 +58,8 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
         "engine": engine,
         "candidates": asdict(candidate_sampling),
         "judgments": asdict(judge_sampling),
-        "judge_template": template.sha256,
+        "judge_spec": judge_spec,
+        "score": config.score,
         "seed": config.seed,
     } | ({"judge_engine": {"backend": judge_backend}} if judge_backend != config.backend else {}) \
       | ({"length_control": config.length_control} if config.length_control is not None else {}) \
@@ -73,11 +77,11 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
         started = time.perf_counter()
         candidates = generate_candidates(policy, fitting, candidate_sampling, config.seed, store, config.batch_size)
         candidates_s = time.perf_counter() - started
-        judgments = judge_candidates(judge, template, fitting, candidates, judge_sampling, config.seed, store, config.batch_size)
+        judgments = judge_candidates(judge, spec, fitting, candidates, judge_sampling, config.seed, store, config.batch_size, constraint)
         judgments_s = time.perf_counter() - started - candidates_s
 
         checks = check_candidates(constraints, candidates) if constraints else None
-        scored, pairs, dropped = build_labels(fitting, candidates, judgments, checks, rule, config.length_control)
+        scored, pairs, dropped = build_labels(fitting, candidates, judgments, checks, rule, config.length_control, config.score)
         tables = {
             "prompts": fitting,
             "candidates": scored.sort("candidate_id"),
@@ -101,9 +105,10 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
             models={"policy": {"model": policy_ref.to_json(), "engine": policy.identity},
                     "judge": {"model": judge_ref.to_json(), "engine": judge.identity}},
             sampling={"candidates": asdict(candidate_sampling), "judgments": asdict(judge_sampling)},
-            judge=template.to_json(),
+            judge=template.to_json() | {"spec": judge_spec, "score": config.score},
             seed=config.seed,
-            stats=pairs_stats(tables) | {"label_quality": quality},
+            stats=pairs_stats(tables) | judgment_stats(judgments, constraint, judge_sampling.max_new_tokens)
+            | {"tie_rate_by_score": tie_rates(fitting, candidates, judgments), "label_quality": quality},
             health=pairs_health(tables),
             extra=extra,
             timing_s={"candidates": round(candidates_s, 2), "judgments": round(judgments_s, 2)},
@@ -127,6 +132,15 @@ def length_control_record(prompts: pl.DataFrame, scored: pl.DataFrame, pairs: pl
 def _mean_gap(pairs: pl.DataFrame) -> float | None:
     gap = (pairs["chosen_tokens"] - pairs["rejected_tokens"]).mean()
     return None if gap is None else round(gap, 2)
+
+
+def tie_rates(prompts: pl.DataFrame, candidates: pl.DataFrame, judgments: pl.DataFrame) -> dict:
+    """The tie rate each scoring would give on the same judgments (expected: where the judge reported probabilities)."""
+    rates = {}
+    for score in SCORE_COLUMNS:
+        _, _, dropped = build_labels(prompts, candidates, judgments, score=score)
+        rates[score] = round(dropped.filter(pl.col("reason") == "tie").height / prompts.height, 4) if prompts.height else None
+    return rates
 
 
 def generate_candidates(policy: Generator, prompts: pl.DataFrame, sampling: Sampling, seed: int, store: Store, batch_size: int) -> pl.DataFrame:

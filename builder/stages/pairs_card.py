@@ -32,6 +32,8 @@ def render_pairs_card(manifest: Manifest, tables: dict[str, pl.DataFrame]) -> st
         judge=manifest.model_spec("judge"),
         template_name=manifest.judge["name"],
         template_sha=manifest.judge["sha256"],
+        judge_spec=manifest.judge.get("spec"),
+        score_mode=manifest.judge.get("score", "sampled"),
         prompt_source=manifest.inputs["prompts"]["spec"],
         seed=manifest.seed,
         created_at=manifest.created_at,

@@ -1,0 +1,59 @@
+"""The judges' prompt templates: plain text with placeholders, rendered in one pass (a placeholder inside
+the prompt or a response is left as it is)."""
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from builder.core.errors import BuilderError
+
+_PLACEHOLDER = re.compile(r"\{(prompt|response)\}")
+PAIRWISE_PLACEHOLDERS = ("{prompt}", "{response_1}", "{response_2}")
+_PAIRWISE_PLACEHOLDER = re.compile(r"\{(prompt|response_1|response_2)\}")
+
+
+@dataclass(frozen=True)
+class JudgeTemplate:
+    name: str
+    text: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def render(self, prompt: str, response: str) -> str:
+        # One pass over the template only: placeholders inside the prompt or response are left as they are.
+        return _PLACEHOLDER.sub(lambda m: prompt if m.group(1) == "prompt" else response, self.text)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "sha256": self.sha256, "text": self.text}
+
+
+def check_placeholders(text: str, shown: str) -> None:
+    missing = {"{prompt}", "{response}"} - set(re.findall(r"\{(?:prompt|response)\}", text))
+    if missing:
+        raise BuilderError(f"judge template {shown} lacks the placeholder(s) {', '.join(sorted(missing))}")
+
+
+@dataclass(frozen=True)
+class PairwiseTemplate:
+    name: str
+    text: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def render(self, prompt: str, first: str, second: str) -> str:
+        # One pass over the template only: placeholders inside the prompt or the answers stay as they are.
+        values = {"prompt": prompt, "response_1": first, "response_2": second}
+        return _PAIRWISE_PLACEHOLDER.sub(lambda m: values[m.group(1)], self.text)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "sha256": self.sha256, "text": self.text}
+
+
+def check_pairwise_placeholders(text: str, shown: str) -> None:
+    missing = [p for p in PAIRWISE_PLACEHOLDERS if p not in text]
+    if missing:
+        raise BuilderError(f"pairwise judge template {shown} lacks the placeholder(s) {', '.join(missing)}")
