@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import polars as pl
 import pytest
@@ -105,8 +106,9 @@ def test_writing_a_version_again_removes_its_dead_partial(tmp_path):
 def test_the_lock_is_per_version(tmp_path):
     store = Store(tmp_path / "store")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom builder.core.store import Store\n"
-         "with Store(sys.argv[1]).lock('pairs-a'):\n    print('held', flush=True)\n    time.sleep(3)", str(store.root)],
+        [sys.executable, "-c", ("import sys, time\nfrom builder.core.store import Store\n"
+                                "with Store(sys.argv[1]).lock('pairs-a'):\n    print('held', flush=True)\n    time.sleep(3)"),
+         str(store.root)],
         stdout=subprocess.PIPE, text=True, env=os.environ.copy(),
     )
     assert holder.stdout.readline().strip() == "held"
@@ -234,7 +236,7 @@ main()
 def run_with_full_disk(where: str, *args) -> subprocess.CompletedProcess:
     """A real run whose second parquet write to a path containing `where` fails with ENOSPC."""
     return subprocess.run([sys.executable, "-c", FAULT, where, *map(str, args)], capture_output=True, text=True,
-                          timeout=600, env=os.environ.copy())
+                          timeout=600, env=os.environ.copy(), check=False)
 
 
 def test_a_full_disk_at_a_cache_shard_keeps_the_shards_before(tiny_model, tmp_path):
@@ -265,7 +267,7 @@ def unprivileged() -> list[str]:
     """A command prefix that runs without root's power over permissions (root reads a chmod-000 file)."""
     if os.geteuid() != 0:
         return []
-    probe = subprocess.run(["unshare", "--user", "--map-user=1000", "true"], capture_output=True)
+    probe = subprocess.run(["unshare", "--user", "--map-user=1000", "true"], capture_output=True, check=False)
     if probe.returncode != 0:
         pytest.skip("running as root without user namespaces: permissions cannot be tested for real")
     return ["unshare", "--user", "--map-user=1000"]
@@ -273,11 +275,11 @@ def unprivileged() -> list[str]:
 
 def run_as(prefix: list[str], *args) -> subprocess.CompletedProcess:
     return subprocess.run([*prefix, sys.executable, "-c", "from builder.app.cli import main; main()", *map(str, args)],
-                          capture_output=True, text=True, timeout=600, env=os.environ.copy())
+                          capture_output=True, text=True, timeout=600, env=os.environ.copy(), check=False)
 
 
 def test_a_real_full_disk_is_one_line(tiny_model, tmp_path):
-    if shutil.which("unshare") is None or subprocess.run(["unshare", "-r", "-m", "true"], capture_output=True).returncode:
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-r", "-m", "true"], capture_output=True, check=False).returncode:
         pytest.skip("no user and mount namespaces to mount a small tmpfs in")
     store = tmp_path / "store"
     store.mkdir()
@@ -285,7 +287,7 @@ def test_a_real_full_disk_is_one_line(tiny_model, tmp_path):
     builder = f"{sys.executable} -c 'from builder.app.cli import main; main()'"
     script = (f"mount -t tmpfs -o size=64k tmpfs {store} && head -c 57344 /dev/zero > {store}/ballast && "
               f"{builder} make-pairs --model {tiny_model} --prompts {prompts} --store {store} {' '.join(FAST)}")
-    result = subprocess.run(["unshare", "-r", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=600, env=os.environ.copy())
+    result = subprocess.run(["unshare", "-r", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=600, env=os.environ.copy(), check=False)
     one_line_error(result, "No space left on device")
 
 
@@ -341,7 +343,7 @@ def test_a_null_message_content_is_one_line(tmp_path):
 class OneChoiceServer(http.server.BaseHTTPRequestHandler):
     """An OpenAI-compatible server that returns one choice per call and fails the second call once."""
 
-    calls: list[dict] = []
+    calls: ClassVar[list[dict]] = []
 
     def do_GET(self):
         self.reply(200, {"data": [{"id": "served"}]})

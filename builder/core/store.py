@@ -134,12 +134,17 @@ class Store:
         return stale_partials(self.root) + shards
 
     def remove_stale_partials(self, version_id: str | None = None) -> list[Path]:
-        removed = []
-        for path in self.stale_partials():
-            if version_id is None or path.name.startswith(f".partial-{version_id}-"):
-                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-                removed.append(path)
-        return removed
+        """Every leftover of a dead run, or only the half-written folders of `version_id`."""
+        if version_id is None:
+            found = self.stale_partials()
+        else:
+            found = [p for p in stale_partials(self.root) if p.name.startswith(f".partial-{version_id}-")]
+        for path in found:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        return found
 
     def write_version(
         self, manifest: Manifest, tables: dict[str, pl.DataFrame], render_card, extra_files: dict[str, bytes] | None = None
