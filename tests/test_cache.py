@@ -34,7 +34,7 @@ def test_a_lookup_returns_exactly_the_requested_keys_in_sample_order(tmp_path):
     assert cache.load(["a", "c", "missing"]) == {"a": answers_for("a"), "c": answers_for("c")}
     assert cache.cached_keys(["b", "c", "d"]) == {"b", "c"}
     table = cache.table(pl.Series(["c", "a", "a"]))
-    assert table.columns == ["key", "sample", "text", "finish_reason", "n_tokens"]
+    assert table.columns == ["key", "sample", "text", "finish_reason", "n_tokens", "choice_probs"]
     assert table.select("key", "sample").rows() == [("a", 0), ("a", 1), ("c", 0), ("c", 1)]
     assert cache.load([]) == {}
 
