@@ -40,8 +40,9 @@ def files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def h2h(tiny_model, files, tmp_path_factory):
     store = tmp_path_factory.mktemp("store")
+    # free text: the tiny judge was never taught the verdict format, which is what these tests need (guided: test_judge_constraint)
     args = ["eval", "head-to-head", "--a", tiny_model, "--b", tiny_model, "--a-temperature", "1.0", "--judge", tiny_model,
-            "--prompts", files["prompts"], "--store", store, *FAST]
+            "--prompts", files["prompts"], "--store", store, *FAST, "--judge-constraint", "off"]
     result = run_builder(*args, check=True)
     return store, result.stdout.strip().splitlines()[-1], result, args
 

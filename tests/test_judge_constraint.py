@@ -250,3 +250,15 @@ def test_versions_written_before_judge_specs_still_read(tiny_model, prompts_file
     assert "pairs-0123456789ab,0" in query and f"{version},24" in query
     assert run_builder("diff", "pairs-0123456789ab", version, "--store", store).returncode == 0
     assert run_builder("verify", "pairs-0123456789ab", "--store", store).returncode == 0
+
+
+def test_the_pairwise_judge_is_guided_too(tiny_model, prompts_file, tmp_path):
+    result = run_builder("eval", "head-to-head", "--a", tiny_model, "--b", tiny_model, "--a-temperature", "1.0", "--judge", tiny_model,
+                         "--prompts", prompts_file, "--limit", "2", "--max-new-tokens", "12", "--judge-max-new-tokens", "48",
+                         "--store", tmp_path, check=True)
+    version = result.stdout.strip().splitlines()[-1]
+    constraint = json.loads((tmp_path / version / "manifest.json").read_text())["judge_spec"]["constraint"]
+    assert constraint["mode"] == "guided" and constraint["regex"].endswith(r"\nVerdict: (1|2|tie)")
+    verdicts = pl.read_parquet(tmp_path / version / "verdicts.parquet")
+    assert verdicts["verdict_ab"].null_count() == 0 and verdicts["verdict_ba"].null_count() == 0
+    assert (verdicts["outcome"] != "unparsed").all()

@@ -40,18 +40,23 @@ class Guide:
         self.compiler = xgrammar.GrammarCompiler(self.info)
         self.tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
         self.compiled: dict[str, object] = {}
+        self.closers: dict[str, list[int]] = {}
+        self.forms: dict[tuple[str, ...], list[list[int]]] = {}
         self.vocab_size = vocab_size
 
     def processors(self, constraint: Constraint, max_new_tokens: int, prompt_length: int) -> tuple[list, "ChoiceProbe | None"]:
         """The logits processors for one generate call (they keep per-row state: never reuse them)."""
-        probe = ChoiceProbe(self.choice_forms(constraint.choices)) if constraint.choices else None
+        if constraint.choices and constraint.choices not in self.forms:
+            self.forms[constraint.choices] = self.choice_forms(constraint.choices)
+        probe = ChoiceProbe(self.forms[constraint.choices]) if constraint.choices else None
         processors = [probe] if probe else []
         if constraint.regex is not None:
             if constraint.regex not in self.compiled:
                 self.compiled[constraint.regex] = self.compiler.compile_regex(constraint.regex)
-            closer_ids = [i for i, text in enumerate(self.info.decoded_vocab) if constraint.closer.encode() in text]
+            if constraint.closer not in self.closers:
+                self.closers[constraint.closer] = [i for i, text in enumerate(self.info.decoded_vocab) if constraint.closer.encode() in text]
             processors.append(
-                GuidedLogits(self.xgr, self.compiled[constraint.regex], self.vocab_size, closer_ids,
+                GuidedLogits(self.xgr, self.compiled[constraint.regex], self.vocab_size, self.closers[constraint.closer],
                              max_new_tokens - budget_reserve(constraint), prompt_length)
             )
         return processors, probe
