@@ -159,8 +159,8 @@ def test_constrained_judgments_all_parse_and_expected_scores_reuse_them(tiny_mod
     sampled = run_builder("make-pairs", "--model", tiny_model, "--prompts", prompts_file, "--store", store, *FAST, check=True)
     version = sampled.stdout.strip().splitlines()[-1]
     manifest = json.loads((store / version / "manifest.json").read_text())
-    constraint = manifest["judge_spec"]["constraint"]
-    assert constraint["mode"] == "guided" and constraint["library"] == "xgrammar" and manifest["identity"]["judge_spec"] == manifest["judge_spec"]
+    constraint = manifest["judge"]["spec"]["constraint"]
+    assert constraint["mode"] == "guided" and constraint["library"] == "xgrammar" and manifest["identity"]["judge_spec"] == manifest["judge"]["spec"]
     judgments = pl.read_parquet(store / version / "judgments.parquet")
     assert judgments.height == 48 and judgments["parse_error"].null_count() == 48
     assert judgments["score"].is_between(0, 5).all() and manifest["stats"]["parse_failure_rate"] == 0
@@ -210,46 +210,55 @@ def test_constraint_off_is_another_version_and_bad_judge_options_are_one_line(ti
     off = run_builder("make-pairs", "--model", tiny_model, "--prompts", prompts_file, "--store", store, *FAST, "--limit", "1",
                       "--judge-constraint", "off", check=True)
     manifest = json.loads((store / off.stdout.strip().splitlines()[-1] / "manifest.json").read_text())
-    assert manifest["judge_spec"]["constraint"] == {"mode": "off"}
+    assert manifest["judge"]["spec"]["constraint"] == {"mode": "off"}
     for bad in (["--judge-constraint", "maybe"], ["--rationale-min-chars", "45"], ["--judge-template", tmp_path / "missing"]):
         result = run_builder("make-pairs", "--model", tiny_model, "--prompts", prompts_file, "--store", store, *FAST, *bad)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
 
 
-def aged(store, version: str, old_id: str) -> None:
-    """A copy of `version` as the release before judge specs wrote it: no judge_spec, score, or new stats in
-    its manifest, no score_probs or expected_score in its judgments."""
+def aged(store, version: str) -> str:
+    """A copy of `version` as the release before judge specs wrote it: no judge spec or score mode in its manifest
+    or identity (the template's sha256 instead), no new stats, no score_probs or expected_score in its judgments.
+    Returns its id."""
     import hashlib
     import shutil
 
+    from builder.core.manifest import Manifest
+
+    manifest = json.loads((store / version / "manifest.json").read_text())
+    for key in ("spec", "score"):
+        manifest["judge"].pop(key)
+    for key in ("judge_spec", "score"):
+        manifest["identity"].pop(key)
+    manifest["identity"]["judge_template"] = manifest["judge"]["sha256"]
+    old_id = Manifest("pairs", identity=manifest["identity"]).expected_id()
     folder = store / old_id
     shutil.copytree(store / version, folder)
     judgments = folder / "judgments.parquet"
+    judgments.chmod(0o644)
     pl.read_parquet(judgments).drop("score_probs", "expected_score").write_parquet(judgments)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    for key in ("judge_spec", "score"):
-        manifest.pop(key)
-        manifest["identity"].pop(key)
     for key in ("length_limit_rate", "cut_rate", "rationale_chars", "score_probs_rate", "mean_top_prob", "tie_rate_by_score"):
         manifest["stats"].pop(key)
     manifest["id"] = old_id
     manifest["files"]["judgments.parquet"] |= {"sha256": hashlib.sha256(judgments.read_bytes()).hexdigest(), "bytes": judgments.stat().st_size}
+    (folder / "manifest.json").chmod(0o644)
     (folder / "manifest.json").write_text(json.dumps(manifest))
+    return old_id
 
 
 def test_versions_written_before_judge_specs_still_read(tiny_model, prompts_file, tmp_path):
     store = tmp_path / "store"
     built = run_builder("make-pairs", "--model", tiny_model, "--prompts", prompts_file, "--store", store, *FAST, "--limit", "2", check=True)
     version = built.stdout.strip().splitlines()[-1]
-    aged(store, version, "pairs-0123456789ab")
-    assert "pairs-0123456789ab" in run_builder("ls", "--store", store, check=True).stdout
-    shown = run_builder("show", "pairs-0123456789ab", "--store", store, check=True).stdout
+    old = aged(store, version)
+    assert old in run_builder("ls", "--store", store, check=True).stdout
+    shown = run_builder("show", old, "--store", store, check=True).stdout
     assert "judge constraint" not in shown and "score histogram" in shown
     query = run_builder("query", "--store", store, "--format", "csv",
                         "SELECT version, count(expected_score) AS n FROM judgments GROUP BY version ORDER BY version", check=True).stdout
-    assert "pairs-0123456789ab,0" in query and f"{version},24" in query
-    assert run_builder("diff", "pairs-0123456789ab", version, "--store", store).returncode == 0
-    assert run_builder("verify", "pairs-0123456789ab", "--store", store).returncode == 0
+    assert f"{old},0" in query and f"{version},24" in query
+    assert run_builder("diff", old, version, "--store", store).returncode == 0
+    assert run_builder("verify", old, "--store", store).returncode == 0
 
 
 def test_the_pairwise_judge_is_guided_too(tiny_model, prompts_file, tmp_path):
@@ -257,7 +266,7 @@ def test_the_pairwise_judge_is_guided_too(tiny_model, prompts_file, tmp_path):
                          "--prompts", prompts_file, "--limit", "2", "--max-new-tokens", "12", "--judge-max-new-tokens", "48",
                          "--store", tmp_path, check=True)
     version = result.stdout.strip().splitlines()[-1]
-    constraint = json.loads((tmp_path / version / "manifest.json").read_text())["judge_spec"]["constraint"]
+    constraint = json.loads((tmp_path / version / "manifest.json").read_text())["judge"]["spec"]["constraint"]
     assert constraint["mode"] == "guided" and constraint["regex"].endswith(r"\nVerdict: (1|2|tie)")
     verdicts = pl.read_parquet(tmp_path / version / "verdicts.parquet")
     assert verdicts["verdict_ab"].null_count() == 0 and verdicts["verdict_ba"].null_count() == 0

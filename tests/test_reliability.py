@@ -246,7 +246,7 @@ def test_a_full_disk_at_a_cache_shard_keeps_the_shards_before(tiny_model, tmp_pa
     failed = run_with_full_disk("generations", *args)
     one_line_error(failed, "No space left on device")
     kept = {p: p.read_bytes() for p in shards(store)}
-    assert len(kept) == 1 and not list(store.rglob("*.partial-*")) and not list(store.glob("pairs-*"))
+    assert kept and not list(store.rglob("*.partial-*")) and not list(store.glob("pairs-*"))
     run_builder(*args, check=True)
     assert all(p.read_bytes() == content for p, content in kept.items()), "a saved shard was rewritten"
 

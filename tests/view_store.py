@@ -59,7 +59,7 @@ def build_every_kind(tiny_model: Path, pairs_store: Path, child_pairs: str, fold
     # a pairs version with drops: a duplicate and an empty prompt, and judgments cut off by a tight token limit
     drops = write_jsonl(inputs / "drops.jsonl", [{"prompt": p} for p in ["Say hello.", "Say hello.", "", "Name a fruit.", "Name thing number 3."]])
     ids["pairs_drops"] = last_line(run_builder("make-pairs", "--model", tiny_model, "--prompts", drops, "-n", "3", "-k", "2", "--max-new-tokens", "12",
-                                               "--judge-max-new-tokens", "9", *common, check=True))
+                                               "--judge-max-new-tokens", "9", "--judge-constraint", "off", *common, check=True))
     ids["pairs"] = child_pairs
     if json.loads((store / child_pairs / "manifest.json").read_text())["counts"]["pairs"]:
         run_builder("train", "dpo", "--base", "M1", "--data", child_pairs, "--name", "M2", *ONE_STEP, *common, check=True)

@@ -129,7 +129,7 @@ def install_version(folder: Path, store: Store) -> tuple[Version, bool]:
     """Check a downloaded version's files against its own manifest, then copy it into the store."""
     manifest = read_manifest(folder)
     downloaded = Version(manifest["id"], folder, Manifest.from_json(manifest))
-    if problem := identity_problem(downloaded):
+    if problem := identity_problem(downloaded, in_store=False):
         raise BuilderError(f"{downloaded.id}: {problem}; nothing was installed")
     damaged = store.verify(downloaded)
     if damaged:

@@ -40,7 +40,7 @@ def build_version(store: Store, kind: str, identity: dict, run: Callable[[str], 
         return store.write_version(manifest, output.tables, output.render_card, output.extra_files), True
 
 
-def identity_problem(version: Version) -> str | None:
+def identity_problem(version: Version, in_store: bool = True) -> str | None:
     """Why the manifest does not name this version, or None: the id must be the hash of the manifest's own kind
     and identity (so an edited seed or model shows), and a folder in a store must carry that id."""
     manifest = version.manifest
@@ -49,6 +49,6 @@ def identity_problem(version: Version) -> str | None:
     expected = manifest.expected_id()
     if manifest.id != expected:
         return f"the manifest's identity gives {expected}, not {manifest.id} (the manifest was edited)"
-    if version.folder.name != expected and (version.folder / "manifest.json").exists() and not version.folder.name.startswith("."):
+    if in_store and version.folder.name != expected:
         return f"the folder {version.folder.name} holds version {expected}"
     return None

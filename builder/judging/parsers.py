@@ -15,10 +15,14 @@ from dataclasses import dataclass
 from builder.core.errors import BuilderError
 
 MAX_SCORE = 5
-_EDGES = " \t*_."  # markdown emphasis and end punctuation around a final line: `**Score: 4**.`
-# After the edges are stripped: `Score: 4`, `score : 4`, `Score:** 4`, `Score: 4/5`, `Score: 4 points`, `Score: 4.0`.
-_SCORE_LINE = re.compile(r"score[*_ \t]*:[*_ \t]*([0-9]+(?:\.[0-9]+)?)(?:[ \t]*/[ \t]*5|[ \t]*points?)?", re.IGNORECASE)
-_VERDICT_LINE = re.compile(r"(?:final[ \t]+)?verdict[*_ \t]*:[*_ \t]*\[*[ \t]*(?:response[ \t]*)?(1|2|tie)[ \t]*\]*", re.IGNORECASE)
+# Possessive quantifiers never backtrack (a line is read in linear time); ASCII only (no "ſcore", no "５").
+# `Score: 4`, `score : 4`, `Score:** 4`, `Score: 4/5`, `Score: 4 points`, `Score: 4.0`.
+_SCORE_LINE = re.compile(
+    r"[*_\s]*+score[*_\s]*+:[*_\s]*+([0-9]++(?:\.[0-9]++)?+)\s*+(?:/\s*+5|points?)?+[*_.\s]*+", re.IGNORECASE | re.ASCII
+)
+_VERDICT_LINE = re.compile(
+    r"[*_\s]*+(?:final\s++)?+verdict[*_\s]*+:[*_\s]*+\[*+\s*+(?:response\s*+)?+(1|2|tie)\s*+\]*+[*_.\s]*+", re.IGNORECASE | re.ASCII
+)
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,7 @@ def final_score_line(text: str) -> Parsed:
     lines = _lines(text)
     if not lines:
         return Parsed(None, "", "empty")
-    match = _SCORE_LINE.fullmatch(lines[-1].strip(_EDGES))
+    match = _SCORE_LINE.fullmatch(lines[-1])
     if not match:
         return Parsed(None, text.strip(), "no_final_score_line")
     rationale = "\n".join(lines[:-1]).strip()
@@ -62,7 +66,7 @@ def final_verdict_line(text: str) -> Parsed:
     lines = _lines(text)
     if not lines:
         return Parsed(None, "", "empty")
-    match = _VERDICT_LINE.fullmatch(lines[-1].strip(_EDGES))
+    match = _VERDICT_LINE.fullmatch(lines[-1])
     if not match:
         return Parsed(None, text.strip(), "no_final_verdict_line")
     return Parsed(match.group(1).lower(), "\n".join(lines[:-1]).strip(), None)
