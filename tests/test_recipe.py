@@ -30,7 +30,7 @@ def tiny_recipe(model: Path, prompts: Path) -> dict:
         },
         "iterations": [
             {"name": "M2", "prompts": str(prompts)},
-            {"name": "M3", "make_prompts": {"n": 12, "min_words": 1, "similarity": 1.0, "max_new_tokens": 16}},
+            {"name": "M3", "make_prompts": {"n_prompts": 12, "min_words": 1, "similarity": 1.0, "max_new_tokens": 16}},
         ],
     }
 
@@ -108,7 +108,7 @@ def test_the_loop_runs_m0_to_m3_and_resumes_after_a_kill(tiny_model, tmp_path):
     recipe_hash = lineages["M3"]["recipe"]["sha256"]
     assert all(lineage["recipe"]["sha256"] == recipe_hash for lineage in lineages.values())
     pairs = json.loads((store / lineages["M3"]["data"]["version"] / "manifest.json").read_text())
-    assert pairs["recipe"]["sha256"] == recipe_hash and pairs["policy"]["model"]["spec"] == "M2"
+    assert pairs["recipe"]["sha256"] == recipe_hash and pairs["models"]["policy"]["model"]["spec"] == "M2"
     assert (store / "runs" / f"tiny-{recipe_hash[:12]}.yaml").read_text() == recipe.read_text()
     assert "rewards/accuracies" in lineages["M3"]["metrics"]
 

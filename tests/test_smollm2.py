@@ -47,7 +47,7 @@ def test_the_guided_default_model_judges_every_candidate_with_its_probabilities(
                          "--max-new-tokens", "24", "--judge-max-new-tokens", "48", "--store", store, check=True)
     version = result.stdout.strip().splitlines()[-1]
     manifest = json.loads((store / version / "manifest.json").read_text())
-    assert manifest["judge_spec"]["constraint"]["mode"] == "guided" and manifest["stats"]["parse_failure_rate"] == 0
+    assert manifest["judge"]["spec"]["constraint"]["mode"] == "guided" and manifest["stats"]["parse_failure_rate"] == 0
     judgments = pl.read_parquet(store / version / "judgments.parquet")
     assert judgments.height == 8 and judgments["score"].is_between(0, 5).all()
     assert judgments["expected_score"].null_count() == 0 and judgments["rationale"].str.len_chars().min() >= 20
