@@ -13,20 +13,18 @@ import polars as pl
 from builder.core.errors import BuilderError
 from builder.core.manifest import Manifest
 from builder.core.prompts import load_prompts
-from builder.core.records import Constraint, Sampling, make_request, stable_hash
+from builder.core.records import Constraint, Sampling, stable_hash
 from builder.core.stage import StageOutput, build_version
 from builder.core.store import Store, Version
 from builder.engines.generators import Generator, load_generator, resolve_dtype
 from builder.engines.models import ModelRef, resolve_model
 from builder.engines.options import EngineOptions
-from builder.engines.runner import run_requests
 from builder.judging.metrics import length_controlled_win_rate, shares_with_ci
 from builder.judging.pairwise import (
     PairwiseTemplate,
+    both_orders,
     outcome,
-    parse_verdict,
     position_flip,
-    winner,
 )
 from builder.judging.parsers import final_verdict_line, get_parser
 from builder.judging.setup import prepare_judge
@@ -41,8 +39,6 @@ from evaluators.answers import (
 from evaluators.card import render_h2h_card
 from evaluators.configs import HeadToHeadConfig
 from evaluators.plots import outcome_bars
-
-VERDICT_COLUMNS = ("verdict", "parse_error", "winner", "raw", "request_key")
 
 
 def head_to_head(config: HeadToHeadConfig, store: Store) -> tuple[Version, bool]:
@@ -156,22 +152,7 @@ def judge_pairs(
 ) -> pl.DataFrame:
     """Both orders of every pair, through the judge's generation cache; then the per-order and final verdicts."""
     rows = pairs.select("prompt", "answer_a", "answer_b").rows()
-    request = lambda text: make_request(judge.identity, [{"role": "user", "content": text}], sampling, seed, constraint)
-    ab = [request(template.render(prompt, a, b)) for prompt, a, b in rows]
-    ba = [request(template.render(prompt, b, a)) for prompt, a, b in rows]
-    done = run_requests(judge, ab + ba, store.generation_cache(judge.identity), batch_size, "judgments")
-    columns = {}
-    for order, requests, a_first in (("ab", ab, True), ("ba", ba, False)):
-        completions = [done[r.key][0] for r in requests]
-        parsed = [parse_verdict(c, parser) for c in completions]
-        columns |= {
-            f"raw_{order}": [c.text for c in completions],
-            f"verdict_{order}": [v.preferred for v in parsed],
-            f"parse_error_{order}": [v.parse_error for v in parsed],
-            f"winner_{order}": [winner(v.preferred, a_first) for v in parsed],
-            f"request_key_{order}": [r.key for r in requests],
-        }
-    judged = pairs.with_columns(pl.DataFrame(columns, schema={f"{c}_{o}": pl.String for o in ("ab", "ba") for c in VERDICT_COLUMNS}))
+    judged = pairs.with_columns(both_orders(judge, template, rows, sampling, seed, store, batch_size, constraint, parser))
     return judged.with_columns(outcome().alias("outcome"), position_flip().alias("position_flip"))
 
 

@@ -14,6 +14,7 @@ from builder.core.progress import console
 from builder.stages.configs import (
     ImportOasstConfig,
     MakeEftConfig,
+    MakeJudgePairsConfig,
     MakePairsConfig,
     MakePromptsConfig,
     MakeVerifiableConfig,
@@ -66,6 +67,23 @@ def make_pairs_command(store, config):
             "Every raw judgment is kept in the judgments table. A judge that cannot follow the template needs EFT "
             "training first (or use --judge with a stronger model).[/]"
         )
+    click.echo(version.id)
+
+
+@cli.command("make-judge-pairs")
+@config_options(MakeJudgePairsConfig)
+@store_option
+def make_judge_pairs_command(store, config):
+    """Meta-Rewarding: the model compares two of its judgments of one response, in both orders; write judge preference pairs."""
+    from builder.stages.judge_pairs import make_judge_pairs
+
+    version, built = make_judge_pairs(config, open_store(store))
+    stats = version.manifest.stats
+    report_built(version, built)
+    console.print(
+        f"{stats['comparisons']} comparisons, each meta-judged in both orders → {stats['decided']} decided → [bold]{stats['pairs']} judge pairs[/]"
+        + "".join(f"; dropped {key} {n}" for key, n in stats["drops"].items())
+    )
     click.echo(version.id)
 
 
@@ -234,7 +252,7 @@ def show_command(version, output, store):
     damaged = store.verify(found)
     if output == "json":
         return print_json({"manifest": found.manifest.to_json(), "damaged_files": damaged})
-    if found.manifest.kind in ("seed", "eft", "prompts", "sft", "verifiable"):
+    if found.manifest.kind in ("seed", "eft", "prompts", "sft", "verifiable", "judge-pairs"):
         from builder.app.show import kind_view
 
         return stdout().print(kind_view(found, damaged))

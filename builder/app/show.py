@@ -57,6 +57,9 @@ def kind_summary(manifest: Manifest) -> str:
     if kind == "pairs":
         return (f"{manifest.counts.get('pairs', 0)} pairs, ties {_pct(stats.get('tie_rate'))}, "
                 f"unparsed {_pct(stats.get('parse_failure_rate'))}")
+    if kind == "judge-pairs":
+        return (f"{manifest.counts.get('pairs', 0)} judge pairs of {stats.get('comparisons')} comparisons, ties {_pct(stats.get('tie_rate'))}, "
+                f"higher score won {_pct(stats.get('higher_score_won_rate'))}")
     if kind == "eft":
         return f"agreement {_pct(stats.get('agreement_rate'))}, {stats.get('eft_examples')} EFT examples"
     if kind == "prompts":
@@ -202,7 +205,7 @@ def stdout() -> Console:
 
 
 def kind_view(version: Version, damaged: list[str]) -> Group:
-    """Seed, EFT, prompts and SFT versions: where they came from, their tables, and their statistics
+    """Seed, EFT, prompts, SFT and judge-pairs versions: where they came from, their tables, and their statistics
     (agreement rate, filter counts…) as the manifest records them."""
     m = version.manifest
     summary = Table.grid(padding=(0, 2))

@@ -33,6 +33,8 @@ KIND_TITLES = {
     "prompts": ("Self-instruct prompts", "new prompts written by a model from 8 seed prompts each, filtered", "prompts"),
     "verifiable": ("Verifiable instructions", ("instructions whose constraints a program checks, composed from seed tasks, "
                    "with a training split (prompts) and a held-out split by task (eval)"), "prompts"),
+    "judge-pairs": ("Meta-Rewarding judge preference pairs", ("pairs of judgments of one response, the one a meta-judge preferred in "
+                    "both orders chosen over the other (comparisons holds both meta-judgments of each pair, dropped every tie)"), "pairs"),
     "sft": ("Self-rewarding SFT mix", "instruction following and judge examples mixed for the M0 → M1 SFT step", "sft"),
 }
 

@@ -2,7 +2,7 @@
 
     kind, id, parent, parents   what the version is and which versions it was made from
     inputs      role → where the data came from (spec, fingerprint, limit…): prompts, ranked, seed_prompts, ift, eft
-    models      role → {"model": the model reference, "engine": the engine identity}: policy, judge, generator
+    models      role → {"model": the model reference, "engine": the engine identity}: policy, judge, generator, meta_judge
     sampling    role → sampling parameters (n, temperature, top_p, max_new_tokens): candidates, judgments, generations
     judge       the judge spec: template name, sha256 and text (and whatever else decides how judgments are read)
     seed, identity, stats, health, counts, files, code_version, recipe, created_at, timing_s
@@ -62,7 +62,7 @@ class Manifest:
     def model_names(self) -> str:
         """The models in a few characters: a local folder by its name, one name when policy and judge agree."""
         names = []
-        for role in ("policy", "generator", "judge"):
+        for role in ("policy", "generator", "judge", "meta_judge"):
             spec = self.model_spec(role)
             if spec:
                 short = spec.rstrip("/").rsplit("/", 1)[-1] if spec.startswith(("/", ".", "~")) else spec

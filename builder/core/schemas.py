@@ -13,7 +13,7 @@ PROMPTS_SCHEMA = {
     "source_id": pl.String,
 }
 DROPPED_SCHEMA = {
-    "level": pl.String,  # prompt | candidate | judgment
+    "level": pl.String,  # prompt | candidate | judgment | comparison (judge-pairs: the detail starts with its comparison id)
     "prompt_id": pl.String,
     "candidate_id": pl.String,
     "judgment_id": pl.String,
@@ -49,7 +49,7 @@ GENERATIONS_SCHEMA = {"generation_id": pl.String, "shown_seed_ids": pl.List(pl.S
 ANSWERS_SCHEMA = {"prompt_id": pl.String, "response": pl.String, "n_tokens": pl.Int32, "finish_reason": pl.String}
 
 DROP_IDS = {"generation": (), "prompt": ("prompt_id",), "candidate": ("prompt_id", "candidate_id"),
-            "judgment": ("prompt_id", "candidate_id", "judgment_id")}
+            "judgment": ("prompt_id", "candidate_id", "judgment_id"), "comparison": ("prompt_id", "candidate_id")}
 
 
 def drops(frame: pl.DataFrame, level: str, reason: str | pl.Expr, detail: str | pl.Expr | None = None) -> pl.DataFrame:

@@ -1,5 +1,7 @@
 """Judges as data: a judge is a folder with `template.txt` and `judge.yaml` (its kind, its parser by name and
-version, its decoding defaults and its constraint defaults). The shipped judges are folders under
+version, its decoding defaults and its constraint defaults). The kinds: `pointwise` scores one response,
+`pairwise` compares two responses, `meta` compares two judgments of one response (Meta-Rewarding's
+meta-judge, read by a verdict parser like a pairwise judge). The shipped judges are folders under
 `builder/judging/judges/`; `--judge-template` takes a folder of the same shape, or a bare template file, which
 gets the parser and defaults of the shipped judge of its kind.
 
@@ -17,13 +19,16 @@ from builder.core.records import Sampling
 from builder.judging.parsers import PARSER_KIND, get_parser
 from builder.judging.templates import (
     JudgeTemplate,
+    MetaTemplate,
     PairwiseTemplate,
+    check_meta_placeholders,
     check_pairwise_placeholders,
     check_placeholders,
 )
 
-KINDS = ("pointwise", "pairwise")
-DEFAULT_JUDGE = {"pointwise": "additive_5point", "pairwise": "pairwise"}
+KINDS = ("pointwise", "pairwise", "meta")
+DEFAULT_JUDGE = {"pointwise": "additive_5point", "pairwise": "pairwise", "meta": "meta_judge"}
+READS = {"pointwise": "pointwise", "pairwise": "pairwise", "meta": "pairwise"}  # the kind of parser each kind of judge needs
 _KEYS = {"kind", "parser", "decoding", "constraint"}
 _DECODING_KEYS = {"temperature", "top_p", "max_new_tokens"}
 _CONSTRAINT_KEYS = {"rationale_min_chars", "rationale_max_chars"}
@@ -57,7 +62,7 @@ class RationaleLength:
 class JudgeSpec:
     name: str
     kind: str  # pointwise | pairwise
-    template: JudgeTemplate | PairwiseTemplate
+    template: JudgeTemplate | PairwiseTemplate | MetaTemplate
     parser: str  # name@version in parsers.PARSERS
     decoding: Decoding
     rationale: RationaleLength
@@ -95,7 +100,7 @@ def _read_folder(folder, name: str, kind: str, shown: str) -> JudgeSpec:
     if not isinstance(parser, str):
         raise BuilderError(f"judge {shown}: judge.yaml must name its parser, e.g. parser: final_score_line@1")
     get_parser(parser)
-    if PARSER_KIND[parser] != kind:
+    if PARSER_KIND[parser] != READS[kind]:
         raise BuilderError(f"judge {shown}: parser {parser} reads {PARSER_KIND[parser]} judgments, not {kind} ones")
     decoding = _section(config, "decoding", _DECODING_KEYS, shown)
     constraint = _section(config, "constraint", _CONSTRAINT_KEYS, shown)
@@ -137,10 +142,13 @@ def _read_text(file, shown: str) -> str:
         raise BuilderError(f"cannot read judge template {shown}: {error}") from None
 
 
-def _template(kind: str, name: str, text: str, shown: str) -> JudgeTemplate | PairwiseTemplate:
+def _template(kind: str, name: str, text: str, shown: str) -> JudgeTemplate | PairwiseTemplate | MetaTemplate:
     if kind == "pointwise":
         check_placeholders(text, shown)
         return JudgeTemplate(name, text)
+    if kind == "meta":
+        check_meta_placeholders(text, shown)
+        return MetaTemplate(name, text)
     check_pairwise_placeholders(text, shown)
     return PairwiseTemplate(name, text)
 

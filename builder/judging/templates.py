@@ -1,5 +1,5 @@
 """The judges' prompt templates: plain text with placeholders, rendered in one pass (a placeholder inside
-the prompt or a response is left as it is)."""
+the prompt, a response or a judgment is left as it is)."""
 
 import hashlib
 import re
@@ -57,3 +57,33 @@ def check_pairwise_placeholders(text: str, shown: str) -> None:
     missing = [p for p in PAIRWISE_PLACEHOLDERS if p not in text]
     if missing:
         raise BuilderError(f"pairwise judge template {shown} lacks the placeholder(s) {', '.join(missing)}")
+
+
+META_PLACEHOLDERS = ("{judge_prompt}", "{judgment_1}", "{judgment_2}")
+_META_PLACEHOLDER = re.compile(r"\{(judge_prompt|judgment_1|judgment_2)\}")
+
+
+@dataclass(frozen=True)
+class MetaTemplate:
+    """The meta-judge's template: the judge prompt two judgments answered (its rubric, question and response),
+    then the two judgments, to be compared."""
+
+    name: str
+    text: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def render(self, judge_prompt: str, first: str, second: str) -> str:
+        values = {"judge_prompt": judge_prompt, "judgment_1": first, "judgment_2": second}
+        return _META_PLACEHOLDER.sub(lambda m: values[m.group(1)], self.text)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "sha256": self.sha256, "text": self.text}
+
+
+def check_meta_placeholders(text: str, shown: str) -> None:
+    missing = [p for p in META_PLACEHOLDERS if p not in text]
+    if missing:
+        raise BuilderError(f"meta-judge template {shown} lacks the placeholder(s) {', '.join(missing)}")

@@ -6,8 +6,13 @@ from dataclasses import MISSING, dataclass
 
 from builder.core.errors import BuilderError
 from builder.core.knobs import check_knobs, default, knob
-from builder.engines.options import EngineKnobs, JudgeModelKnobs, ModelKnobs, SamplingKnobs
-from builder.judging.options import PointwiseJudgeKnobs
+from builder.engines.options import (
+    EngineKnobs,
+    JudgeModelKnobs,
+    ModelKnobs,
+    SamplingKnobs,
+)
+from builder.judging.options import JudgeKnobs, PointwiseJudgeKnobs
 
 PROMPTS_HELP = ("JSONL/JSON/parquet/CSV file, a saved `datasets` folder, hf:NAME[:SPLIT], or a version id "
                 "[default: the shipped sample prompts]")
@@ -32,6 +37,25 @@ class MakePairsConfig(ModelKnobs, SamplingKnobs, JudgeModelKnobs, PointwiseJudge
         check_knobs(self)
         self.check_engine()
         self.judge_engine()
+
+
+@dataclass(frozen=True, kw_only=True)
+class MakeJudgePairsConfig(JudgeKnobs, EngineKnobs):
+    """`builder make-judge-pairs`: the meta-judge compares two judgments of one response in both orders; the
+    judgment it prefers in both is chosen over the other."""
+
+    pairs: str = knob(MISSING, "The make-pairs version whose judgments are compared (none is recomputed)", short="-p")
+    model: str | None = knob(None, "The meta-judge: a spec like make-pairs' --model [default: the model that wrote the judgments]",
+                             short="-m")
+    judge_template: str | None = knob(None, "The meta-judge: a judge folder of kind meta (template.txt + judge.yaml) or a template "
+                                            "file with {judge_prompt}, {judgment_1}, {judgment_2} [default: the shipped meta_judge]")
+    comparisons_per_prompt: int = knob(3, "Judgment pairs compared per prompt, the highest-variance candidate's first", rule="positive")
+    balance_scores: bool = knob(False, "Keep as many pairs whose chosen judgment gave the lower score as pairs whose chosen gave the "
+                                       "higher one (down-sampling the larger side), so DPO cannot teach the judge to inflate or deflate")
+
+    def validate(self) -> None:
+        check_knobs(self)
+        self.check_engine()
 
 
 @dataclass(frozen=True, kw_only=True)
