@@ -21,7 +21,9 @@ LORA_FIELDS = ("lora", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modu
 class TrainConfig:
     method: str  # "sft" | "dpo": the command, not an option
     base: str = knob(MISSING, "Model to start from: a folder, a registered name, a Hub id, or the default")
-    data: str = knob(MISSING, "The dataset version to train on (mix-sft for sft, make-pairs for dpo)")
+    data: tuple[str, ...] = knob(MISSING, "The dataset version to train on (mix-sft for sft; make-pairs or make-judge-pairs for dpo); "
+                                          "repeat to train on several at once, their rows concatenated (Meta-Rewarding: actor and "
+                                          "judge pairs)")
     name: str = knob(MISSING, "Name to register the result under (M1, M2…)")
     learning_rate: float = knob(MISSING, "Peak learning rate", rule="positive", flag="--lr")
     lr_end: float = knob(MISSING, "Learning rate at the last step (linear decay)", rule="non_negative")
@@ -48,6 +50,10 @@ class TrainConfig:
     select_checkpoint: str | None = knob(None, "Which checkpoint becomes the model [default: best with --eval-share, else last]",
                                          choices=CHECKPOINT_RULES)
 
+    def __post_init__(self):
+        if isinstance(self.data, str):  # one version, as a recipe or a caller may give it
+            object.__setattr__(self, "data", (self.data,))
+
     def checkpoint_rule(self) -> str:
         return self.select_checkpoint or ("best" if self.eval_share > 0 else "last")
 
@@ -59,6 +65,10 @@ class TrainConfig:
             raise BuilderError("--lr-end must be between 0 and --lr")
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise BuilderError(f"model name {self.name!r} must be a plain name such as M1")
+        if not self.data:
+            raise BuilderError("--data names no version")
+        if len(set(self.data)) < len(self.data):
+            raise BuilderError("--data names the same version twice")
         if self.loss != "dpo" and self.method != "dpo":
             raise BuilderError("--loss is an option of train dpo")
         if self.nll_weight is not None and self.loss != "dpo+nll":

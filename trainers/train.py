@@ -63,20 +63,39 @@ def dpo_loss_arguments(config: TrainConfig) -> dict:
 
 
 def data_table(store: Store, spec: str, method: str):
-    """The training table of a version (sft.parquet or pairs.parquet) with that version's manifest."""
+    """The training table of a version (sft.parquet, or pairs.parquet of a make-pairs or make-judge-pairs version) with
+    that version's manifest."""
     from datasets import load_dataset
 
     table = {"sft": "sft", "dpo": "pairs"}[method]
     version = store.load(spec)
     path = version.folder / f"{table}.parquet"
     if not path.exists():
-        raise BuilderError(f"version {version.id} has no {table} table; train {method} needs a {'mix-sft' if method == 'sft' else 'make-pairs'} version")
+        needs = "a mix-sft" if method == "sft" else "a make-pairs or make-judge-pairs"
+        raise BuilderError(f"version {version.id} has no {table} table; train {method} needs {needs} version")
     rows = version.manifest.counts.get(table, 0)
     if rows == 0:
         raise BuilderError(f"version {version.id} has no {table} rows to train on")
     dataset = load_dataset("parquet", data_files=str(path), split="train")
     keep = ["prompt", "completion"] if method == "sft" else ["prompt", "chosen", "rejected"]
     return dataset.select_columns(keep), version
+
+
+def training_data(store: Store, specs: tuple[str, ...], method: str):
+    """(the rows of every version named, concatenated in order; the versions). Several versions are one mix, e.g.
+    an iteration's actor pairs and judge pairs, as Meta-Rewarding trains them."""
+    from datasets import concatenate_datasets
+
+    tables = [data_table(store, spec, method) for spec in specs]
+    versions = [version for _, version in tables]
+    if len({v.id for v in versions}) < len(versions):
+        raise BuilderError("--data names the same version twice")
+    return concatenate_datasets([table for table, _ in tables]) if len(tables) > 1 else tables[0][0], versions
+
+
+def data_record(version, rows: int) -> dict:
+    return {"version": version.id, "kind": version.manifest.kind, "manifest_sha256": file_sha256(version.folder / "manifest.json"),
+            "rows": rows}
 
 
 def trainer_arguments(config: TrainConfig, output_dir: Path, use_cpu: bool) -> dict:
@@ -120,9 +139,12 @@ def train(config: TrainConfig, store: Store) -> tuple[Path, bool]:
     config.validate()
     final = model_folder(store, config.name)
     base = resolve_model(config.base, store.root)
-    dataset, version = data_table(store, config.data, config.method)
+    dataset, versions = training_data(store, config.data, config.method)
+    rows = [v.manifest.counts.get("sft" if config.method == "sft" else "pairs", 0) for v in versions]
     dataset, evaluation = split(dataset, config.eval_share)
-    identity = {**identity_settings(config), "base": base.fingerprint, "data": version.manifest.files}
+    # one version: its files, as before several were possible (so earlier models keep their identity)
+    data = versions[0].manifest.files if len(versions) == 1 else [v.manifest.files for v in versions]
+    identity = {**identity_settings(config), "base": base.fingerprint, "data": data}
     if (final / "lineage.json").exists():
         lineage = json.loads((final / "lineage.json").read_text())
         if lineage["identity_sha256"] != stable_hash(identity):
@@ -157,7 +179,7 @@ def train(config: TrainConfig, store: Store) -> tuple[Path, bool]:
     trainer.remove_callback(PrinterCallback)  # with tqdm off it would print every log line; the full history is kept below
     trainer.add_callback(RichProgress(f"{config.method} {config.name}"))
     checkpoints = sorted((work / "trainer").glob("checkpoint-*"))
-    console.print(f"training {config.name} ({config.method}) from {config.base} on {version.id}: {len(dataset)} rows"
+    console.print(f"training {config.name} ({config.method}) from {config.base} on {' + '.join(v.id for v in versions)}: {len(dataset)} rows"
                   + (f", {len(evaluation)} held out to pick the {config.checkpoint_rule()} checkpoint" if evaluation else "")
                   + (f", resuming from {checkpoints[-1].name}" if checkpoints else ""))
     started = time.perf_counter()
@@ -176,8 +198,8 @@ def train(config: TrainConfig, store: Store) -> tuple[Path, bool]:
         "name": config.name,
         "method": config.method,
         "base": base.to_json(),
-        "data": {"version": version.id, "kind": version.manifest.kind,
-                 "manifest_sha256": file_sha256(version.folder / "manifest.json")},
+        "data": data_record(versions[0], rows[0]),
+        **({"datasets": [data_record(v, n) for v, n in zip(versions, rows)]} if len(versions) > 1 else {}),
         "config": asdict(config),
         "trainer": {"trl_args": {k: v for k, v in args.items() if k != "output_dir"}, "use_cpu": use_cpu},
         "metrics": {**result.metrics, **_last_training_metrics(history)},

@@ -2,6 +2,10 @@
 
     base (M0) ─[make-eft]─ mix-sft ─ train sft (M1) ─ per iteration: make-prompts ─ make-pairs ─ train dpo (M2, M3…)
 
+An iteration with a `meta_judge:` section (make-judge-pairs' options) is Meta-Rewarding's: after make-pairs, the
+model meta-judges that version's judgments, and the iteration's DPO trains on both versions at once, the actor
+pairs and the judge pairs (their rows concatenated; the model's lineage names both).
+
 An iteration may compose verifiable instructions instead of self-instructing (`make_verifiable:`), and a
 `judge_gate:` measures each iteration's judge with `eval judge` before its make-pairs (on the iteration's
 verifiable eval split, or the gate's own `prompts`), records the figures in the judge model's lineage, and
@@ -32,6 +36,7 @@ from builder.engines.models import DEFAULT_MODEL
 from builder.stages.configs import (
     ImportOasstConfig,
     MakeEftConfig,
+    MakeJudgePairsConfig,
     MakePairsConfig,
     MakePromptsConfig,
     MakeVerifiableConfig,
@@ -44,7 +49,7 @@ GENERATION_KEYS = ("backend", "batch_size", "dtype")  # `generation:` settings, 
 TOP_LEVEL = {"name", "base", "seed", "judge_template", "generation", "import_oasst", "seed_data", "ift_sft", "make_eft", "mix_sft", "sft",
              "iteration", "iterations", "judge_gate"}
 SEED_DATA = {"ift", "ranked", "eft"}
-ITERATION_STEPS = ("make_prompts", "make_verifiable", "make_pairs", "dpo")
+ITERATION_STEPS = ("make_prompts", "make_verifiable", "make_pairs", "meta_judge", "dpo")
 GATE_ACTIONS = ("stop", "warn")
 
 
@@ -67,11 +72,13 @@ class From:
     def __str__(self) -> str:
         return f"<{self.step}>"
 
+    __repr__ = __str__  # in a tuple of data versions too
+
 
 @dataclass(frozen=True)
 class Step:
     label: str  # "M2 make-pairs": unique within a recipe
-    kind: str  # make-eft | mix-sft | train | make-prompts | make-pairs
+    kind: str  # make-eft | mix-sft | train | make-prompts | make-pairs | make-judge-pairs | …
     config: type
     settings: dict  # the config's fields; From values are filled in at run time
     where: str  # the recipe key that configures it, for error messages
@@ -159,7 +166,8 @@ def iteration_steps(raw: dict, first: str, shared: dict, seed_prompts, store: St
     """[make-prompts or make-verifiable] → [judge gate] → make-pairs → DPO for each entry of `iterations`, each on
     the model the one before made."""
     allowed = {"make_prompts": _keys(MakePromptsConfig), "make_verifiable": _keys(MakeVerifiableConfig),
-               "make_pairs": _keys(MakePairsConfig) - {"model", "prompts"}, "dpo": TRAINING_KEYS}
+               "make_pairs": _keys(MakePairsConfig) - {"model", "prompts"}, "meta_judge": _keys(MakeJudgePairsConfig) - {"pairs"},
+               "dpo": TRAINING_KEYS}
     given_shared = _mapping(raw.get("iteration") or {}, "iteration", set(ITERATION_STEPS))
     shared_iteration = {step: _mapping(given_shared.get(step) or {}, f"iteration.{step}", allowed[step]) for step in ITERATION_STEPS}
     gate, action = judge_gate(raw.get("judge_gate"), store)
@@ -197,7 +205,14 @@ def iteration_steps(raw: dict, first: str, shared: dict, seed_prompts, store: St
             steps.append(Step(gate_step.label, gate_step.kind, gate_step.config, gate_step.settings, gate_step.where, action=action))
         steps.append(_step(f"{name} make-pairs", "make-pairs", MakePairsConfig, f"{where}.make_pairs", merged["make_pairs"], shared,
                            {"model": policy, "prompts": prompts}))
-        steps.append(_training_step(name, "dpo", f"{where}.dpo", merged["dpo"], policy, From(steps[-1].label), shared["seed"]))
+        data = (From(steps[-1].label),)
+        if "meta_judge" in given_shared or "meta_judge" in entry:  # Meta-Rewarding: judge pairs too, trained on with the actor's
+            chosen = dict(merged["meta_judge"])
+            meta = _known_model(chosen.pop("model", None), f"{where}.meta_judge.model", store, names) or judge
+            steps.append(_step(f"{name} make-judge-pairs", "make-judge-pairs", MakeJudgePairsConfig, f"{where}.meta_judge", chosen,
+                               shared, {"pairs": data[0], "model": meta}))
+            data += (From(steps[-1].label),)
+        steps.append(_training_step(name, "dpo", f"{where}.dpo", merged["dpo"], policy, data, shared["seed"]))
         policy = name
         names.add(name)
     return steps
@@ -219,7 +234,7 @@ def _keys(config: type) -> set[str]:
     return {f.name for f in fields(config)}
 
 
-def _training_step(name: str, method: str, where: str, section: dict, base: str, data: From, seed: int) -> Step:
+def _training_step(name: str, method: str, where: str, section: dict, base: str, data: From | tuple[From, ...], seed: int) -> Step:
     settings = {**METHOD_DEFAULTS[method], "seed": seed, **{k: v for k, v in section.items() if k != "name"}}
     settings |= {"method": method, "base": base, "data": data, "name": name}
     return _checked(Step(f"{name} train {method}", "train", TrainConfig, settings, where, produces_model=name))
@@ -235,11 +250,11 @@ def _step(label: str, kind: str, config: type, where: str, section, shared: dict
 def _checked(step: Step) -> Step:
     """Types of every field, then the stage's own validation, with the placeholders of later outputs left alone."""
     hints = typing.get_type_hints(step.config)
-    settings = {k: v if isinstance(v, From) else _typed(v, hints[k], f"{step.where}.{k}") for k, v in step.settings.items()}
+    settings = {k: v if _wired(v) else _typed(v, hints[k], f"{step.where}.{k}") for k, v in step.settings.items()}
     missing = [f.name for f in fields(step.config) if f.name not in settings and f.default is MISSING and f.default_factory is MISSING]
     if missing:
         raise BuilderError(f"{step.where}: missing {', '.join(missing)}")
-    config = step.config(**{k: "pending" if isinstance(v, From) else v for k, v in settings.items()})
+    config = step.config(**{k: _filled(v, lambda label: f"<{label}>") for k, v in settings.items()})
     if hasattr(config, "validate"):
         try:
             config.validate()
@@ -287,13 +302,26 @@ def _typed(value, hint, where: str):
     raise BuilderError(f"{where}: expected {wanted}, got {type(value).__name__} {value!r}")
 
 
+def _wired(value) -> bool:
+    """An earlier step's output, or a tuple of them (an iteration's DPO data)."""
+    return isinstance(value, From) or (isinstance(value, tuple) and any(isinstance(v, From) for v in value))
+
+
+def _filled(value, output):
+    """The value with each From replaced by output(step)."""
+    if isinstance(value, tuple):
+        return tuple(_filled(v, output) for v in value)
+    return output(value.step) if isinstance(value, From) else value
+
+
 def resolved(settings: dict, outputs: dict[str, str]) -> dict:
-    return {k: outputs[v.step] if isinstance(v, From) else v for k, v in settings.items()}
+    return {k: _filled(v, outputs.__getitem__) for k, v in settings.items()}
 
 
 def run_step(step: Step, outputs: dict[str, str], store: Store) -> tuple[str, bool]:
     """Run one step (or find it done). Returns (its output: a version id or a model name, ran_now)."""
     from builder.stages.eft import make_eft
+    from builder.stages.judge_pairs import make_judge_pairs
     from builder.stages.make_pairs import make_pairs
     from builder.stages.seed import import_oasst
     from builder.stages.self_instruct import make_prompts
@@ -311,7 +339,7 @@ def run_step(step: Step, outputs: dict[str, str], store: Store) -> tuple[str, bo
         _, trained = train(config, store)
         return config.name, trained
     build = {"make-eft": make_eft, "mix-sft": mix_sft, "make-prompts": make_prompts, "make-pairs": make_pairs,
-             "make-verifiable": make_verifiable}[step.kind]
+             "make-judge-pairs": make_judge_pairs, "make-verifiable": make_verifiable}[step.kind]
     version, built = build(config, store)
     return version.id, built
 

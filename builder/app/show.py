@@ -46,7 +46,8 @@ def models_table(models: list[dict]) -> Table:
     for column in ("name", "lineage", "training", "final metrics", "judge accuracy"):
         table.add_column(column, overflow="fold", no_wrap=column == "lineage", ratio=None if column in ("name", "lineage") else 1)
     for m in models:
-        training = f"{m['method']}, {m['steps']} steps on {m['data']['version']}" + checkpoint_summary(m)
+        data = " + ".join(d["version"] for d in m.get("datasets") or [m["data"]])
+        training = f"{m['method']}, {m['steps']} steps on {data}" + checkpoint_summary(m)
         table.add_row(m["name"], " → ".join(ancestry(m, by_name)), training, final_metrics(m["metrics"]), judge_accuracy_text(m))
     return table
 
