@@ -62,9 +62,9 @@ def dpo_loss_arguments(config: TrainConfig) -> dict:
     return {"loss_type": ["sigmoid"]}
 
 
-def data_table(store: Store, spec: str, method: str):
+def data_table(store: Store, spec: str, method: str, empty_ok: bool = False):
     """The training table of a version (sft.parquet, or pairs.parquet of a make-pairs or make-judge-pairs version) with
-    that version's manifest."""
+    that version's manifest; the table is None when it has no rows and `empty_ok`."""
     from datasets import load_dataset
 
     table = {"sft": "sft", "dpo": "pairs"}[method]
@@ -75,6 +75,8 @@ def data_table(store: Store, spec: str, method: str):
         raise BuilderError(f"version {version.id} has no {table} table; train {method} needs {needs} version")
     rows = version.manifest.counts.get(table, 0)
     if rows == 0:
+        if empty_ok:
+            return None, version
         raise BuilderError(f"version {version.id} has no {table} rows to train on")
     dataset = load_dataset("parquet", data_files=str(path), split="train")
     keep = ["prompt", "completion"] if method == "sft" else ["prompt", "chosen", "rejected"]
@@ -83,14 +85,18 @@ def data_table(store: Store, spec: str, method: str):
 
 def training_data(store: Store, specs: tuple[str, ...], method: str):
     """(the rows of every version named, concatenated in order; the versions). Several versions are one mix, e.g.
-    an iteration's actor pairs and judge pairs, as Meta-Rewarding trains them."""
+    an iteration's actor pairs and judge pairs, as Meta-Rewarding trains them; in a mix, a version without rows
+    adds none (its lineage entry says 0 rows), and only a mix without any row is refused."""
     from datasets import concatenate_datasets
 
-    tables = [data_table(store, spec, method) for spec in specs]
+    tables = [data_table(store, spec, method, empty_ok=len(specs) > 1) for spec in specs]
     versions = [version for _, version in tables]
     if len({v.id for v in versions}) < len(versions):
         raise BuilderError("--data names the same version twice")
-    return concatenate_datasets([table for table, _ in tables]) if len(tables) > 1 else tables[0][0], versions
+    filled = [table for table, _ in tables if table is not None]
+    if not filled:
+        raise BuilderError(f"versions {', '.join(v.id for v in versions)} have no rows to train on")
+    return concatenate_datasets(filled) if len(filled) > 1 else filled[0], versions
 
 
 def data_record(version, rows: int) -> dict:
