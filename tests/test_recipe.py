@@ -40,7 +40,7 @@ def write_recipe(path: Path, recipe: dict) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["cpu", "paper"])
+@pytest.mark.parametrize("name", ["cpu", "paper", "meta-rewarding"])
 def test_the_shipped_recipes_validate(name, tmp_path):
     plan = run_builder("run", RECIPES / f"{name}.yaml", "--dry-run", "--store", tmp_path / "store", check=True).stdout
     for step in ("mix-sft", "M1 train sft", "M2 make-prompts", "M2 make-pairs", "M2 train dpo", "M3 train dpo"):
