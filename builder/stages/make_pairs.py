@@ -181,3 +181,30 @@ def generate_candidates(policy: Generator, prompts: pl.DataFrame, sampling: Samp
 
 def candidate_requests(policy: Generator, prompts: pl.DataFrame, sampling: Sampling, seed: int) -> list[Request]:
     return [make_request(policy.identity, messages, sampling, seed) for messages in prompts["messages"].to_list()]
+
+
+# The shard interface: what an executor (a Slurm array, a Kubernetes indexed job, Ray tasks) calls. Every
+# call is safe from several processes and machines at once against one store.
+
+def shard_count(config: MakePairsConfig, store: Store) -> int:
+    """How many shards this configuration's build has: ceil(usable prompts / shard size), the shard size being the
+    one the build's staging recorded when a first worker started it (else `config.shard_size`, rounded up to whole
+    planning blocks). 0 when the version is already built."""
+    raise NotImplementedError("in progress on branch shards")
+
+
+def run_make_pairs_shard(config: MakePairsConfig, store: Store, shard_index: int) -> bool:
+    """Build shard `shard_index` (0 <= shard_index < shard_count) and save its tables as parts in the store's
+    staging (`<store>/.staging/<version-id>/shard-NNNNN/`, a completion marker last). Returns False when that shard
+    was already finished (or the version is built), True when this call finished it. Another process working on the
+    same shard makes this call wait, then return False. Generators are loaded once per process and kept for the next
+    call with the same configuration and store. Its paid work goes through the generation cache, so a killed call
+    rerun loses nothing and asks nothing twice."""
+    raise NotImplementedError("in progress on branch shards")
+
+
+def merge_make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
+    """Once every shard is finished: aggregate the parts (stats, health, label quality, card, lazily) and publish the
+    version, manifest last. Returns (version, built_now); an already built version is returned as it is. Raises
+    BuilderError naming the unfinished shards otherwise."""
+    raise NotImplementedError("in progress on branch shards")
