@@ -172,9 +172,9 @@ def test_tables_in_parts_read_everywhere(scripted, prompts_file, tmp_path, monke
 
 def test_the_tiny_model_in_two_shards_equals_one_run(tiny_model, tmp_path):
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": f"Name thing number {i}."}) + "\n" for i in range(40)))
+    prompts.write_text("".join(json.dumps({"prompt": f"Name thing number {i}."}) + "\n" for i in range(34)))
     args = ["make-pairs", "--model", tiny_model, "--prompts", prompts, "--n-samples", "2", "--n-judgments", "1",
-            "--max-new-tokens", "8", "--judge-max-new-tokens", "24", "--batch-size", "2"]  # blocks of 32 prompts
+            "--max-new-tokens", "8", "--judge-max-new-tokens", "16", "--batch-size", "2"]  # blocks of 32 prompts: 2 shards
     one = run_builder(*args, "--store", tmp_path / "one", check=True).stdout.strip()
     store = tmp_path / "two"
     run_builder(*args, "--store", store, "--shard-size", "32", "--shard", "1/2", check=True)

@@ -7,10 +7,10 @@ import polars as pl
 from builder.core.records import (
     Completion,
     Constraint,
+    KeyMaker,
     Request,
     Sampling,
     make_request,
-    request_key,
 )
 from builder.core.schemas import JUDGMENTS_SCHEMA
 from builder.core.store import Store
@@ -42,9 +42,10 @@ def judge_keys(judge: Generator, spec: JudgeSpec, inputs: pl.DataFrame, sampling
     """The key and length of every judge request, a slice of candidates at a time: the judge prompts are
     rendered, hashed and let go."""
     parts = []
+    key = KeyMaker(judge.identity, sampling, seed, constraint)
     for chunk in inputs.select("prompt", "response").iter_slices(1 << 16):
         texts = [spec.template.render(prompt, response) for prompt, response in chunk.iter_rows()]
-        keys = [request_key(judge.identity, [{"role": "user", "content": text}], sampling, seed, constraint) for text in texts]
+        keys = [key([{"role": "user", "content": text}]) for text in texts]
         parts.append(pl.DataFrame({"key": keys, "length": [len(t) for t in texts]}, schema={"key": pl.String, "length": pl.Int64}))
     return pl.concat(parts) if parts else pl.DataFrame(schema={"key": pl.String, "length": pl.Int64})
 
@@ -69,10 +70,12 @@ def judge_candidates(
         block_of = prompts.select("prompt_id", blocks.alias("block"))
         asked = asked.with_columns(inputs.select("prompt_id").join(block_of, on="prompt_id", how="left", maintain_order="left")["block"])
 
+    texts = inputs.select("prompt", "response")
+
     def build(rows: list[int]) -> list[Request]:
         return [
-            make_request(judge.identity, [{"role": "user", "content": spec.template.render(prompt, response)}], sampling, seed, constraint)
-            for prompt, response in inputs.select("prompt", "response")[rows].iter_rows()
+            make_request(judge.identity, [{"role": "user", "content": spec.template.render(prompt, response)}], sampling, seed, constraint, key)
+            for (prompt, response), key in zip(texts[rows].iter_rows(), asked["key"][rows].to_list(), strict=True)
         ]
 
     answers = answer_lazily(judge, asked, build, store.generation_cache(judge.identity), batch_size, "judgments")

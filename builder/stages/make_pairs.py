@@ -20,12 +20,7 @@ import polars as pl
 from builder.core.errors import BuilderError
 from builder.core.manifest import Manifest
 from builder.core.prompts import PromptIndex, index_prompts
-from builder.core.records import (
-    Request,
-    Sampling,
-    make_request,
-    request_key,
-)
+from builder.core.records import KeyMaker, Request, Sampling, make_request
 from builder.core.registry import judge_label_quality
 from builder.core.schemas import CANDIDATES_SCHEMA
 from builder.core.stage import Sharded, StageOutput, build_sharded, merge_shards
@@ -283,23 +278,20 @@ def generate_candidates(policy: Generator, prompts: pl.DataFrame, sampling: Samp
                         blocks: pl.Series | None = None) -> pl.DataFrame:
     """One candidates row per prompt and sample, in prompt order; `blocks`: each prompt's planning block (see
     runner.fill_cache)."""
+    key = KeyMaker(policy.identity, sampling, seed)
     asked = pl.concat(
         [
-            pl.DataFrame(
-                {
-                    "key": [request_key(policy.identity, m, sampling, seed) for m in chunk],
-                    "length": [sum(len(turn["content"]) for turn in m) for m in chunk],
-                },
-                schema={"key": pl.String, "length": pl.Int64},
-            )
+            pl.DataFrame({"key": [key(m) for m in chunk]}, schema={"key": pl.String})
             for chunk in (part["messages"].to_list() for part in prompts.select("messages").iter_slices(1 << 16))
         ]
-    )
+    ).with_columns(prompts.select(pl.col("messages").list.eval(pl.element().struct.field("content").str.len_chars()).list.sum()
+                                  .cast(pl.Int64).alias("length")))
     if blocks is not None:
         asked = asked.with_columns(blocks.alias("block"))
 
     def build(rows: list[int]) -> list[Request]:
-        return [make_request(policy.identity, m, sampling, seed) for m in prompts["messages"][rows].to_list()]
+        keys = asked["key"][rows].to_list()
+        return [make_request(policy.identity, m, sampling, seed, key=k) for m, k in zip(prompts["messages"][rows].to_list(), keys, strict=True)]
 
     answers = answer_lazily(policy, asked, build, store.generation_cache(policy.identity), batch_size, "candidates")
     return (
