@@ -52,13 +52,21 @@ def key_list(keys: Iterable[str]) -> pl.Expr:
 
 def completions_frame(requests: list[Request], answers: list[list[Completion]]) -> pl.DataFrame:
     """One row per sample of each request, as a shard holds them."""
-    columns: dict[str, list] = {name: [] for name in SHARD_SCHEMA}
-    for request, completions in zip(requests, answers, strict=True):
-        for i, c in enumerate(completions):
-            probs = None if c.choice_probs is None else list(c.choice_probs)
-            for name, value in zip(SHARD_SCHEMA, (request.key, i, c.text, c.finish_reason, c.n_tokens, probs)):
-                columns[name].append(value)
-    return pl.DataFrame(columns, schema=SHARD_SCHEMA)
+    flat = [c for completions in answers for c in completions]
+    probs = [c.choice_probs for c in flat]
+    frame = pl.DataFrame(
+        {
+            "key": [r.key for r, completions in zip(requests, answers, strict=True) for _ in completions],
+            "sample": [i for completions in answers for i in range(len(completions))],
+            "text": [c.text for c in flat],
+            "finish_reason": [c.finish_reason for c in flat],
+            "n_tokens": [c.n_tokens for c in flat],
+        },
+        schema={name: SHARD_SCHEMA[name] for name in ("key", "sample", "text", "finish_reason", "n_tokens")},
+    )
+    if any(p is not None for p in probs):
+        return frame.with_columns(pl.Series("choice_probs", [None if p is None else list(p) for p in probs], SHARD_SCHEMA["choice_probs"]))
+    return frame.with_columns(pl.lit(None, SHARD_SCHEMA["choice_probs"]).alias("choice_probs"))
 
 
 class GenerationCache:

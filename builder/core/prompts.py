@@ -169,25 +169,26 @@ def check_columns(schema: pl.Schema, source: str) -> None:
 def normalise_rows(raw: pl.DataFrame, source: str, origin: str | None = None, offset: int = 0) -> pl.DataFrame:
     """Rows `offset`, `offset + 1`, … of an input as prompts rows, before empty and repeated prompts are dropped
     (an empty conversation has no prompt_id)."""
+    ids = raw["id"].cast(pl.String) if "id" in raw.columns else pl.repeat(None, raw.height, dtype=pl.String, eager=True)
+    common = {"source": pl.repeat(origin or source, raw.height, dtype=pl.String, eager=True),
+              "source_row": pl.int_range(offset, offset + raw.height, dtype=pl.Int64, eager=True), "source_id": ids}
     if "messages" in raw.columns:
         conversations = [_conversation(m, source, offset + row) for row, m in enumerate(raw["messages"].to_list())]
-        keys = [prompt_key(c) for c in conversations]
-    else:
-        texts = raw["prompt"].to_list()
-        conversations = [text_conversation(p) for p in texts]
-        keys = [text_prompt_key(p) if c else None for p, c in zip(texts, conversations, strict=True)]
-    ids = raw["id"].cast(pl.String).to_list() if "id" in raw.columns else [None] * raw.height
-    frame = pl.DataFrame(
-        {
-            "prompt_id": keys,
-            "prompt": [c[-1]["content"] if c else None for c in conversations],
-            "messages": conversations,
-            "source": [origin or source] * raw.height,
-            "source_row": range(offset, offset + raw.height),
-            "source_id": ids,
-        },
-        schema=PROMPTS_SCHEMA,
-    )
+        frame = pl.DataFrame(
+            {
+                "prompt_id": [prompt_key(c) for c in conversations],
+                "prompt": [c[-1]["content"] if c else None for c in conversations],
+                "messages": conversations,
+            } | common,
+            schema=PROMPTS_SCHEMA,
+        )
+    else:  # a text a row: the conversation is made by polars, only the id is hashed row by row
+        keys = [text_prompt_key(p) if p and p.strip() else None for p in raw["prompt"].to_list()]
+        usable = pl.col("prompt_id").is_not_null()
+        frame = pl.DataFrame({"prompt_id": keys, "prompt": raw["prompt"]} | common).select(
+            "prompt_id", pl.when(usable).then("prompt").alias("prompt"), pl.when(usable).then(turn("user", "prompt")).alias("messages"),
+            "source", "source_row", "source_id",
+        ).cast(PROMPTS_SCHEMA)
     if "constraints" in raw.columns:
         frame = frame.with_columns(pl.Series("constraints", _json_texts(raw["constraints"]), pl.String))
     return frame

@@ -15,7 +15,7 @@ from builder.core.progress import progress_bar
 from builder.core.records import Completion, Request
 from builder.engines.generators import Generator
 
-Build = Callable[[list[int]], list[Request]]
+Build = Callable[[pl.Series], list[Request]]  # the requests of these rows (of the asked table)
 STREAMING_CHUNK = 16_384  # requests handed to a streaming backend at a time (all of them are made at once)
 
 
@@ -31,14 +31,14 @@ def run_requests(
     generator: Generator, requests: list[Request], cache: GenerationCache, batch_size: int, label: str
 ) -> dict[str, list[Completion]]:
     """Answer every request, from the cache where possible: {request key: its completions}."""
-    fill_cache(generator, planned(requests), lambda rows: [requests[i] for i in rows], cache, batch_size, label)
+    fill_cache(generator, planned(requests), lambda rows: [requests[i] for i in rows.to_list()], cache, batch_size, label)
     return cache.load(r.key for r in requests)
 
 
 def answer_table(generator: Generator, requests: list[Request], cache: GenerationCache, batch_size: int, label: str) -> pl.DataFrame:
     """Answer every request, from the cache where possible: one row per (key, sample), with its text,
     finish_reason and n_tokens."""
-    return answer_lazily(generator, planned(requests), lambda rows: [requests[i] for i in rows], cache, batch_size, label)
+    return answer_lazily(generator, planned(requests), lambda rows: [requests[i] for i in rows.to_list()], cache, batch_size, label)
 
 
 def answer_lazily(generator: Generator, asked: pl.DataFrame, build: Build, cache: GenerationCache, batch_size: int, label: str) -> pl.DataFrame:
@@ -88,7 +88,7 @@ def fill_cache(generator: Generator, asked: pl.DataFrame, build: Build, cache: G
 
         if hasattr(generator, "generate_streaming"):
             for chunk in missing.iter_slices(STREAMING_CHUNK):
-                generator.generate_streaming(build(chunk["row"].to_list()), keep)
+                generator.generate_streaming(build(chunk["row"]), keep)
         else:
             for rows in row_batches(missing):
                 requests = build(rows)
@@ -100,11 +100,11 @@ def fill_cache(generator: Generator, asked: pl.DataFrame, build: Build, cache: G
     return pl.concat(writer.saved) if writer.saved else pl.DataFrame(schema=SHARD_SCHEMA)
 
 
-def row_batches(missing: pl.DataFrame) -> Iterator[list[int]]:
-    """The rows of each batch, in order, read a slice at a time."""
-    pairs = (pair for chunk in missing.select("row", "batch").iter_slices(1 << 16) for pair in chunk.iter_rows())
-    for _, group in itertools.groupby(pairs, key=lambda pair: pair[1]):
-        yield [row for row, _ in group]
+def row_batches(missing: pl.DataFrame) -> Iterator[pl.Series]:
+    """The rows of each batch, in order."""
+    starts = missing.select(pl.arg_where(pl.col("batch") != pl.col("batch").shift(1, fill_value=-1))).to_series().to_list()
+    for start, stop in itertools.pairwise([*starts, missing.height]):
+        yield missing["row"].slice(start, stop - start)
 
 
 def check_count(request: Request, completions: list[Completion]) -> None:

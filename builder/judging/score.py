@@ -5,7 +5,6 @@ sample parsed by the judge's named parser into a judgments row."""
 import polars as pl
 
 from builder.core.records import (
-    Completion,
     Constraint,
     KeyMaker,
     Request,
@@ -16,7 +15,7 @@ from builder.core.schemas import JUDGMENTS_SCHEMA
 from builder.core.store import Store
 from builder.engines.generators import Generator
 from builder.engines.runner import answer_lazily
-from builder.judging.judge import parse_judgment
+from builder.judging.judge import read_verdict
 from builder.judging.parsers import get_parser
 from builder.judging.spec import JudgeSpec
 
@@ -70,12 +69,12 @@ def judge_candidates(
         block_of = prompts.select("prompt_id", blocks.alias("block"))
         asked = asked.with_columns(inputs.select("prompt_id").join(block_of, on="prompt_id", how="left", maintain_order="left")["block"])
 
-    texts = inputs.select("prompt", "response")
+    texts = inputs.select("prompt", "response", asked["key"]).rechunk()
 
-    def build(rows: list[int]) -> list[Request]:
+    def build(rows: pl.Series) -> list[Request]:
         return [
             make_request(judge.identity, [{"role": "user", "content": spec.template.render(prompt, response)}], sampling, seed, constraint, key)
-            for (prompt, response), key in zip(texts[rows].iter_rows(), asked["key"][rows].to_list(), strict=True)
+            for prompt, response, key in texts[rows].iter_rows()
         ]
 
     answers = answer_lazily(judge, asked, build, store.generation_cache(judge.identity), batch_size, "judgments")
@@ -106,10 +105,10 @@ def judge_candidates(
 def parsed(answers: pl.DataFrame, parser) -> pl.DataFrame:
     """The answers with each sample's verdict (rationale, score, parse_error) and, where the engine reported the
     probability of each score at the score position, those probabilities and the expected score."""
-    rows = answers.select("text", "finish_reason", "n_tokens", "choice_probs").iter_rows()
+    rows = answers.select("text", "finish_reason", "choice_probs").iter_rows()
     verdicts, probabilities = [], []
-    for text, reason, n_tokens, probs in rows:
-        verdict = parse_judgment(Completion(text, reason, n_tokens), parser)
+    for text, reason, probs in rows:
+        verdict = read_verdict(text, reason, parser)
         verdicts.append(verdict)
         probabilities.append(list(probs) if probs is not None and verdict.score is not None else None)
     return answers.with_columns(

@@ -289,9 +289,9 @@ def generate_candidates(policy: Generator, prompts: pl.DataFrame, sampling: Samp
     if blocks is not None:
         asked = asked.with_columns(blocks.alias("block"))
 
-    def build(rows: list[int]) -> list[Request]:
-        keys = asked["key"][rows].to_list()
-        return [make_request(policy.identity, m, sampling, seed, key=k) for m, k in zip(prompts["messages"][rows].to_list(), keys, strict=True)]
+    def build(rows: pl.Series) -> list[Request]:
+        messages, keys = prompts["messages"].gather(rows).to_list(), asked["key"].gather(rows).to_list()
+        return [make_request(policy.identity, m, sampling, seed, key=k) for m, k in zip(messages, keys, strict=True)]
 
     answers = answer_lazily(policy, asked, build, store.generation_cache(policy.identity), batch_size, "candidates")
     return (
