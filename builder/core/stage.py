@@ -13,7 +13,7 @@ import polars as pl
 
 from builder.core.errors import BuilderError
 from builder.core.manifest import Manifest
-from builder.core.staging import FinishedShard, Staging
+from builder.core.staging import FinishedShard, Plan, Staging
 from builder.core.store import Parts, Store, Version
 
 
@@ -66,9 +66,34 @@ def build_sharded(store: Store, kind: str, identity: dict, stage: Sharded,
     for shard in range(plan.count):
         if worker is None or shard % worker[1] == worker[0]:
             staging.run(shard, lambda shard=shard: stage.run_shard(plan.rows(shard)))
+    if store.exists(vid):  # merged meanwhile by another run
+        staging.remove()
+        return store.load(vid), False
     if staging.unfinished(plan):
         return None, False
     return merge_shards(store, kind, identity, stage)
+
+
+def count_shards(store: Store, kind: str, identity: dict, stage: Sharded) -> int:
+    """The build's number of shards (by the plan its staging recorded, else by this stage's shard size); 0 once
+    the version is built."""
+    vid = Manifest(kind, identity=identity).expected_id()
+    if store.exists(vid):
+        return 0
+    return (Staging(store, vid).recorded_plan() or Plan(stage.items, stage.shard_size)).count
+
+
+def build_shard(store: Store, kind: str, identity: dict, stage: Sharded, shard: int) -> bool:
+    """Build one shard into the staging unless it is finished or the version is built; True when this call
+    finished it."""
+    vid = Manifest(kind, identity=identity).expected_id()
+    if store.exists(vid):
+        return False
+    staging = Staging(store, vid)
+    plan = staging.plan(stage.items, stage.shard_size)
+    if not 0 <= shard < plan.count:
+        raise BuilderError(f"{vid} has shards 0 to {plan.count - 1}, not {shard}")
+    return staging.run(shard, lambda: stage.run_shard(plan.rows(shard)))
 
 
 def merge_shards(store: Store, kind: str, identity: dict, stage: Sharded) -> tuple[Version, bool]:

@@ -100,11 +100,12 @@ class Staging:
 
     def run(self, shard: int, build: Callable[[], tuple[dict[str, pl.DataFrame], dict]]) -> bool:
         """Build one shard unless it is finished; True when this call finished it. `build` returns the shard's
-        tables and its record (JSON) for the merge."""
-        if self.is_finished(shard):
+        tables and its record (JSON) for the merge. Nothing is built once the version is published (another run
+        merged it meanwhile)."""
+        if self.is_finished(shard) or self.store.exists(self.version_id):
             return False
         with self.store.lock(f"{self.version_id}.shard-{shard:05d}"):
-            if self.is_finished(shard):
+            if self.is_finished(shard) or self.store.exists(self.version_id):
                 return False
             for dead in self.folder.glob(f".shard-{shard:05d}.partial-*"):  # a dead run's: we hold the shard's lock
                 shutil.rmtree(dead, ignore_errors=True)

@@ -17,14 +17,20 @@ from dataclasses import asdict, dataclass, replace
 
 import polars as pl
 
-from builder.core.errors import BuilderError
 from builder.core.manifest import Manifest
 from builder.core.prompts import PromptIndex, index_prompts
 from builder.core.records import KeyMaker, Request, Sampling, make_request
 from builder.core.registry import judge_label_quality
 from builder.core.schemas import CANDIDATES_SCHEMA
-from builder.core.stage import Sharded, StageOutput, build_sharded, merge_shards
-from builder.core.staging import FinishedShard, Plan, Staging
+from builder.core.stage import (
+    Sharded,
+    StageOutput,
+    build_shard,
+    build_sharded,
+    count_shards,
+    merge_shards,
+)
+from builder.core.staging import FinishedShard
 from builder.core.stats import pairs_stats
 from builder.core.store import Parts, Store, Version
 from builder.engines.generators import Generator, load_generator, resolve_dtype
@@ -104,10 +110,6 @@ class PairsBuild:
         build = cls(config, store, index, setup, policy_ref, judge_ref, judge_backend, judge_options, identity, index.constrained > 0)
         build.engines = once(build.load_engines)
         return build
-
-    @property
-    def version_id(self) -> str:
-        return Manifest("pairs", identity=self.identity).expected_id()
 
     @property
     def rule(self) -> str:
@@ -324,9 +326,7 @@ def shard_count(config: MakePairsConfig, store: Store) -> int:
     one the build's staging recorded when a first worker started it (else `config.shard_size`, rounded up to whole
     planning blocks). 0 when the version is already built."""
     build = PairsBuild.prepare(config, store)
-    if store.exists(build.version_id):
-        return 0
-    return (Staging(store, build.version_id).recorded_plan() or Plan(build.index.rows, build.shard_size())).count
+    return count_shards(store, "pairs", build.identity, build.stage())
 
 
 def run_make_pairs_shard(config: MakePairsConfig, store: Store, shard_index: int) -> bool:
@@ -337,19 +337,17 @@ def run_make_pairs_shard(config: MakePairsConfig, store: Store, shard_index: int
     call with the same models and engine settings. Its paid work goes through the generation cache, so a killed call
     rerun loses nothing and asks nothing twice."""
     build = PairsBuild.prepare(config, store)
-    if store.exists(build.version_id):
-        return False
     key = (build.policy_ref, build.judge_ref, build.judge_backend, build.judge_options, build.config.backend, build.config.dtype,
            build.config.batch_size, build.config.engine_options)
-    if key not in _ENGINES:
-        _ENGINES.clear()  # one configuration's engines at a time: a model is large
-        _ENGINES[key] = build.load_engines()
-    build.engines = lambda: _ENGINES[key]
-    staging = Staging(store, build.version_id)
-    plan = staging.plan(build.index.rows, build.shard_size())
-    if not 0 <= shard_index < plan.count:
-        raise BuilderError(f"{build.version_id} has shards 0 to {plan.count - 1}, not {shard_index}")
-    return staging.run(shard_index, lambda: build.run_shard(plan.rows(shard_index)))
+
+    def engines() -> tuple[Generator, Generator]:
+        if key not in _ENGINES:
+            _ENGINES.clear()  # one configuration's engines at a time: a model is large
+            _ENGINES[key] = build.load_engines()
+        return _ENGINES[key]
+
+    build.engines = engines
+    return build_shard(store, "pairs", build.identity, build.stage(), shard_index)
 
 
 _ENGINES: dict[tuple, tuple[Generator, Generator]] = {}  # run_make_pairs_shard's engines, kept between its calls
