@@ -274,21 +274,24 @@ def index_prompts(spec: str | None, store, limit: int | None = None) -> PromptIn
     key = stable_hash({"input": source.fingerprint, "limit": limit, "layout": 1})[:24]
     folder = store.root / ".cache" / "prompts" / key
     if not (folder / "index.json").is_file():
-        partial = folder.with_name(f".partial-{key}-{os.getpid()}")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        try:
-            _write_index(frame, source, limit, partial)
-            partial.rename(folder)
-        except OSError:
-            shutil.rmtree(partial, ignore_errors=True)
-            if not (folder / "index.json").is_file():  # not built meanwhile by another run
-                raise
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
+        with store.lock(f"prompts-{key}"):  # one process makes it; an unwritable store stops here, in one line
+            if not (folder / "index.json").is_file():
+                _make_index(frame, source, limit, folder)
     recorded = json.loads((folder / "index.json").read_text())
     return PromptIndex(folder, recorded["rows"], recorded["fingerprint"], source, recorded["constrained"])
+
+
+def _make_index(frame: pl.LazyFrame, source: PromptSource, limit: int | None, folder: Path) -> None:
+    """Written in a partial folder, then published by rename; a failure leaves nothing behind."""
+    partial = folder.with_name(f".partial-{folder.name}-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        _write_index(frame, source, limit, partial)
+        partial.rename(folder)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
 
 
 def _write_index(frame: pl.LazyFrame, source: PromptSource, limit: int | None, folder: Path) -> None:

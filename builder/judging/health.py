@@ -62,11 +62,11 @@ def h2h_health(tables: dict[str, pl.DataFrame]) -> dict:
 def version_health(version: Version) -> dict:
     """The health of any version, from its own tables."""
     kind = version.manifest.kind
-    read = version.scan
+    read = version.scan  # only the columns and aggregates the figures need are read
     if kind == "pairs":
         return {"kind": kind} | pairs_health({n: read(n) for n in ("judgments", "candidates", "pairs")})
     if kind == "h2h":
-        return {"kind": kind} | h2h_health({n: read(n) for n in ("verdicts", "summary")})
+        return {"kind": kind} | h2h_health({n: version.read(n) for n in ("verdicts", "summary")})
     if kind in ("rm", "judge"):
         return {"kind": kind} | scores_health(read("judgments"), read("candidates"))
     return {"kind": kind}
