@@ -15,6 +15,7 @@ make_pairs call, wall its elapsed time, both without the interpreter's start and
 """
 
 import argparse
+import contextlib
 import json
 import resource
 import subprocess
@@ -153,7 +154,7 @@ def main() -> None:
         return
     print("| prompts | run | wall | CPU | CPU per 1k prompts | of which cache lookup | peak RSS | cache shards | requests answered | outcome |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    with tempfile.TemporaryDirectory(dir=args.keep) as root:
+    with contextlib.nullcontext(args.keep) if args.keep else tempfile.TemporaryDirectory() as root:
         for n in (int(s) for s in args.prompts.split(",")):
             for run, r in bench_size(n, args.runs.split(","), Path(root)):
                 print(f"| {n:,} | {run} | {r['wall_s']} s | {r['cpu_s']} s | {1000 * r['cpu_s'] / n:.2f} s | {r['lookup_s']} s | "
