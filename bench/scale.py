@@ -42,7 +42,7 @@ class ScriptedGenerator:
     """Answers at once, deterministically from the request key: distinct candidates, and judgments that end
     in a score from 0 to 5 (about one in twenty without a score line, as real judges sometimes do)."""
 
-    identity = {"backend": "scripted", "model": "scripted"}
+    identity = {"backend": "scripted", "model": "scripted"}  # noqa: RUF012
     context = unknown_window("a scripted generator has no context window")
 
     def __init__(self, stop_after: int | None = None):

@@ -19,7 +19,12 @@ from scripted import ScriptedGenerator, plug_in
 import builder.core.store as store_module
 from builder.core.store import Store
 from builder.stages.configs import MakePairsConfig
-from builder.stages.make_pairs import make_pairs, merge_make_pairs, run_make_pairs_shard, shard_count
+from builder.stages.make_pairs import (
+    make_pairs,
+    merge_make_pairs,
+    run_make_pairs_shard,
+    shard_count,
+)
 
 HERE = Path(__file__).parent
 TABLES = ("prompts", "candidates", "judgments", "pairs", "dropped", "checks")
