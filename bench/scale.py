@@ -1,18 +1,21 @@
 """The builder's own cost at scale, run by hand (not a test): the real make-pairs pipeline with an instant
-scripted generator plugged in at the Generator seam, N prompts x 4 candidates x 3 judgments, batch size 16.
+scripted generator plugged in at the Generator seam, N prompts x 4 candidates x 3 judgments, batch size 16,
+shard by shard (--shard-size, default the command's).
 
-For each size, each in a fresh process (so that peak RSS is that run's own):
-  fresh    an empty store: wall, time in cache lookups, peak RSS, cache shards at the end
+For each size, each in a fresh process (so that peak RSS is that run's own; CPU is user + system time of the
+make_pairs call, wall its elapsed time, both without the interpreter's start and imports):
+  fresh    an empty store: wall, CPU, CPU per 1k prompts, time in cache lookups, peak RSS, cache shards
   finished the same command again: it finds the finished version ("already built")
   half     a build stopped (an exception) once half of the judgments were answered, then resumed: the resume's
            figures (the half-done build is in a store of its own)
 
     python bench/scale.py                        # 10k and 100k prompts
-    python bench/scale.py --prompts 1000000      # any sizes, comma-separated
-    python bench/scale.py --prompts 10000 --runs fresh,finished
+    python bench/scale.py --prompts 1000000 --runs fresh,finished
+    python bench/scale.py --prompts 10000 --shard-size 2048
 """
 
 import argparse
+import contextlib
 import json
 import resource
 import subprocess
@@ -27,9 +30,11 @@ import builder.stages.make_pairs as make_pairs_module
 from builder.core.cache import GenerationCache
 from builder.core.records import Completion, Request
 from builder.core.store import Store
+from builder.engines.context import unknown_window
 from builder.engines.models import ModelRef
 from builder.stages.make_pairs import MakePairsConfig, make_pairs
 
+SHARD_SIZE: list[int] = []  # --shard-size, passed on to each run's process
 TOPICS = ["rivers", "prime numbers", "bread", "volcanoes", "sonnets", "tides", "chess openings", "glaciers"]
 
 
@@ -37,7 +42,8 @@ class ScriptedGenerator:
     """Answers at once, deterministically from the request key: distinct candidates, and judgments that end
     in a score from 0 to 5 (about one in twenty without a score line, as real judges sometimes do)."""
 
-    identity = {"backend": "scripted", "model": "scripted"}
+    identity = {"backend": "scripted", "model": "scripted"}  # noqa: RUF012
+    context = unknown_window("a scripted generator has no context window")
 
     def __init__(self, stop_after: int | None = None):
         self.stop_after, self.answered = stop_after, 0
@@ -81,12 +87,12 @@ def write_prompts(path: Path, n: int) -> None:
     pl.DataFrame({"prompt": [f"Question {i}: tell me something about {TOPICS[i % len(TOPICS)]} ({i % 997})." for i in range(n)]}).write_ndjson(path)
 
 
-def one_run(prompts: Path, store: Path, stop_after: int | None) -> dict:
+def one_run(prompts: Path, store: Path, stop_after: int | None, shard_size: int | None = None) -> dict:
     """One make-pairs call in this process; its figures as a dict."""
     generator = ScriptedGenerator(stop_after)
     plug_in(generator)
     lookups = time_lookups()
-    config = MakePairsConfig(prompts=str(prompts), dtype="float32", batch_size=16)
+    config = MakePairsConfig(prompts=str(prompts), dtype="float32", batch_size=16, **({"shard_size": shard_size} if shard_size else {}))
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu_before = usage.ru_utime + usage.ru_stime
     started = time.perf_counter()
@@ -110,7 +116,8 @@ def one_run(prompts: Path, store: Path, stop_after: int | None) -> dict:
 
 
 def in_fresh_process(prompts: Path, store: Path, stop_after: int | None = None) -> dict:
-    command = [sys.executable, __file__, "--one", str(prompts), str(store)] + (["--stop-after", str(stop_after)] if stop_after else [])
+    command = [sys.executable, __file__, "--one", str(prompts), str(store)] + (["--stop-after", str(stop_after)] if stop_after else []) \
+        + (["--shard-size", str(SHARD_SIZE[0])] if SHARD_SIZE else [])
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
@@ -138,13 +145,16 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="work in this folder (kept) instead of a temporary one")
     parser.add_argument("--one", nargs=2, type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--shard-size", type=int, help="prompts per shard [default: the command's]")
     args = parser.parse_args()
+    if args.shard_size:
+        SHARD_SIZE.append(args.shard_size)
     if args.one:
-        print(json.dumps(one_run(*args.one, args.stop_after)))
+        print(json.dumps(one_run(*args.one, args.stop_after, args.shard_size)))
         return
     print("| prompts | run | wall | CPU | CPU per 1k prompts | of which cache lookup | peak RSS | cache shards | requests answered | outcome |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    with tempfile.TemporaryDirectory(dir=args.keep) as root:
+    with contextlib.nullcontext(args.keep) if args.keep else tempfile.TemporaryDirectory() as root:
         for n in (int(s) for s in args.prompts.split(",")):
             for run, r in bench_size(n, args.runs.split(","), Path(root)):
                 print(f"| {n:,} | {run} | {r['wall_s']} s | {r['cpu_s']} s | {1000 * r['cpu_s'] / n:.2f} s | {r['lookup_s']} s | "

@@ -228,6 +228,10 @@ write_table = store_module.write_table
 def failing_write_table(table, path):  # a version's tables are written through pyarrow
     write_parquet(table, path, writer=write_table)
 store_module.write_table = failing_write_table
+write_parts = store_module.write_parts
+def failing_write_parts(table, folder, name):  # a sharded stage's tables are copied from their parts
+    return write_parquet(None, folder / f"{name}.parquet", writer=lambda _, path: write_parts(table, folder, name))
+store_module.write_parts = failing_write_parts
 from builder.app.cli import main
 main()
 """

@@ -72,21 +72,47 @@ def _sampling_json(sampling: Sampling) -> str:
 def request_key(generator_identity: dict, messages: list[Message], sampling: Sampling, seed: int,
                 constraint: Constraint | None = None) -> str:
     """stable_hash({"constraint" (when there is one), "generator", "messages", "sampling", "seed"}), its JSON put
-    together from the canonical JSON of each part (the same bytes, keys in sorted order): the sampling's is
-    computed once, not once a request."""
-    head = f'"constraint":{canonical_json(asdict(constraint))},' if constraint else ""
-    blob = (
-        f'{{{head}"generator":{canonical_json(generator_identity)},"messages":{canonical_json(messages)},'
-        f'"sampling":{_sampling_json(sampling)},"seed":{canonical_json(seed)}}}'
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()
+    together from the canonical JSON of each part (the same bytes, keys in sorted order)."""
+    return KeyMaker(generator_identity, sampling, seed, constraint)(messages)
+
+
+class KeyMaker:
+    """request_key for many requests that share a generator, sampling, seed and constraint: the JSON of all but
+    the messages is put together once, and the messages' JSON is written directly (the same bytes as
+    canonical_json)."""
+
+    def __init__(self, generator_identity: dict, sampling: Sampling, seed: int, constraint: Constraint | None = None):
+        head = f'"constraint":{_constraint_json(constraint)},' if constraint else ""
+        self.prefix = f'{{{head}"generator":{canonical_json(generator_identity)},"messages":'.encode()
+        self.suffix = f',"sampling":{_sampling_json(sampling)},"seed":{canonical_json(seed)}}}'.encode()
+
+    def __call__(self, messages: list[Message]) -> str:
+        return hashlib.sha256(self.prefix + messages_json(messages).encode() + self.suffix).hexdigest()
+
+
+def messages_json(messages: list[Message]) -> str:
+    """canonical_json of a conversation, written directly for the usual {role, content} messages."""
+    if not all(len(m) == 2 and "role" in m and "content" in m and isinstance(m["content"], str) and isinstance(m["role"], str)
+               for m in messages):
+        return canonical_json(messages)
+    return "[" + ",".join(f'{{"content":{_string(m["content"])},"role":{_string(m["role"])}}}' for m in messages) + "]"
+
+
+_string = json.encoder.encode_basestring  # a str as JSON, as json.dumps(ensure_ascii=False) writes it
+
+
+@functools.lru_cache(maxsize=256)
+def _constraint_json(constraint: Constraint) -> str:
+    return canonical_json(asdict(constraint))
 
 
 def make_request(
-    generator_identity: dict, messages: list[Message], sampling: Sampling, seed: int, constraint: Constraint | None = None
+    generator_identity: dict, messages: list[Message], sampling: Sampling, seed: int, constraint: Constraint | None = None,
+    key: str | None = None,
 ) -> Request:
+    """`key`: the request's key when it is known already (request_key of the same arguments)."""
     # An unconstrained request keeps the key it had before constraints existed, so old caches stay valid.
-    key = request_key(generator_identity, messages, sampling, seed, constraint)
+    key = key or request_key(generator_identity, messages, sampling, seed, constraint)
     # Each request carries its own seed so that backends with per-request seeds (vLLM, HTTP) are reproducible.
     return Request(key=key, messages=tuple(messages), sampling=sampling, seed=int(key[:15], 16), constraint=constraint)
 

@@ -28,8 +28,12 @@ class Verdict:
 
 
 def parse_judgment(completion: Completion, parser=final_score_line) -> Verdict:
+    return read_verdict(completion.text, completion.finish_reason, parser)
+
+
+def read_verdict(text: str, finish_reason: str, parser=final_score_line) -> Verdict:
     """A cut-off judgment is `truncated`, whatever it ends with; otherwise the parser reads its text."""
-    if completion.finish_reason == "length" and completion.text.strip():
-        return Verdict(completion.text.strip(), None, "truncated")
-    parsed = parser(completion.text)
+    if finish_reason == "length" and text.strip():
+        return Verdict(text.strip(), None, "truncated")
+    parsed = parser(text)
     return Verdict(parsed.rationale, parsed.value, parsed.parse_error)

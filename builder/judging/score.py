@@ -4,12 +4,18 @@ sample parsed by the judge's named parser into a judgments row."""
 
 import polars as pl
 
-from builder.core.records import Completion, Constraint, Request, Sampling, make_request, request_key
+from builder.core.records import (
+    Constraint,
+    KeyMaker,
+    Request,
+    Sampling,
+    make_request,
+)
 from builder.core.schemas import JUDGMENTS_SCHEMA
 from builder.core.store import Store
 from builder.engines.generators import Generator
 from builder.engines.runner import answer_lazily
-from builder.judging.judge import parse_judgment
+from builder.judging.judge import read_verdict
 from builder.judging.parsers import get_parser
 from builder.judging.spec import JudgeSpec
 
@@ -35,9 +41,10 @@ def judge_keys(judge: Generator, spec: JudgeSpec, inputs: pl.DataFrame, sampling
     """The key and length of every judge request, a slice of candidates at a time: the judge prompts are
     rendered, hashed and let go."""
     parts = []
+    key = KeyMaker(judge.identity, sampling, seed, constraint)
     for chunk in inputs.select("prompt", "response").iter_slices(1 << 16):
         texts = [spec.template.render(prompt, response) for prompt, response in chunk.iter_rows()]
-        keys = [request_key(judge.identity, [{"role": "user", "content": text}], sampling, seed, constraint) for text in texts]
+        keys = [key([{"role": "user", "content": text}]) for text in texts]
         parts.append(pl.DataFrame({"key": keys, "length": [len(t) for t in texts]}, schema={"key": pl.String, "length": pl.Int64}))
     return pl.concat(parts) if parts else pl.DataFrame(schema={"key": pl.String, "length": pl.Int64})
 
@@ -52,14 +59,22 @@ def judge_candidates(
     store: Store,
     batch_size: int,
     constraint: Constraint | None = None,
+    blocks: pl.Series | None = None,
 ) -> pl.DataFrame:
+    """One judgments row per candidate and judge sample. `blocks`: each prompt's planning block (see
+    runner.fill_cache), in the order of `prompts`."""
     inputs = judge_inputs(prompts, candidates)
     asked = judge_keys(judge, spec, inputs, sampling, seed, constraint)
+    if blocks is not None:
+        block_of = prompts.select("prompt_id", blocks.alias("block"))
+        asked = asked.with_columns(inputs.select("prompt_id").join(block_of, on="prompt_id", how="left", maintain_order="left")["block"])
 
-    def build(rows: list[int]) -> list[Request]:
+    texts = inputs.select("prompt", "response", asked["key"]).rechunk()
+
+    def build(rows: pl.Series) -> list[Request]:
         return [
-            make_request(judge.identity, [{"role": "user", "content": spec.template.render(prompt, response)}], sampling, seed, constraint)
-            for prompt, response in inputs.select("prompt", "response")[rows].iter_rows()
+            make_request(judge.identity, [{"role": "user", "content": spec.template.render(prompt, response)}], sampling, seed, constraint, key)
+            for prompt, response, key in texts[rows].iter_rows()
         ]
 
     answers = answer_lazily(judge, asked, build, store.generation_cache(judge.identity), batch_size, "judgments")
@@ -90,10 +105,10 @@ def judge_candidates(
 def parsed(answers: pl.DataFrame, parser) -> pl.DataFrame:
     """The answers with each sample's verdict (rationale, score, parse_error) and, where the engine reported the
     probability of each score at the score position, those probabilities and the expected score."""
-    rows = answers.select("text", "finish_reason", "n_tokens", "choice_probs").iter_rows()
+    rows = answers.select("text", "finish_reason", "choice_probs").iter_rows()
     verdicts, probabilities = [], []
-    for text, reason, n_tokens, probs in rows:
-        verdict = parse_judgment(Completion(text, reason, n_tokens), parser)
+    for text, reason, probs in rows:
+        verdict = read_verdict(text, reason, parser)
         verdicts.append(verdict)
         probabilities.append(list(probs) if probs is not None and verdict.score is not None else None)
     return answers.with_columns(

@@ -1,6 +1,7 @@
 """The judges' prompt templates: plain text with placeholders, rendered in one pass (a placeholder inside
 the prompt, a response or a judgment is left as it is)."""
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -23,7 +24,16 @@ class JudgeTemplate:
 
     def render(self, prompt: str, response: str) -> str:
         # One pass over the template only: placeholders inside the prompt or response are left as they are.
-        return _PLACEHOLDER.sub(lambda m: prompt if m.group(1) == "prompt" else response, self.text)
+        pieces = self.pieces
+        out = list(pieces)
+        for i in range(1, len(pieces), 2):
+            out[i] = prompt if pieces[i] == "prompt" else response
+        return "".join(out)
+
+    @functools.cached_property
+    def pieces(self) -> list[str]:
+        """The template cut at its placeholders: text, placeholder name, text, …"""
+        return _PLACEHOLDER.split(self.text)
 
     def to_json(self) -> dict:
         return {"name": self.name, "sha256": self.sha256, "text": self.text}

@@ -59,7 +59,7 @@ def make_judge_pairs(config: MakeJudgePairsConfig, store: Store) -> tuple[Versio
     config = replace(config, dtype=resolve_dtype(config.dtype))
     source = store.load(config.pairs)
     judge_template = source_judge_template(source)
-    prompts, candidates, judgments = (pl.read_parquet(source.folder / f"{name}.parquet") for name in INPUT_TABLES)
+    prompts, candidates, judgments = (source.read(name) for name in INPUT_TABLES)
     setup = prepare_judge("meta", config.judge_template, 1, config.judge_temperature, config.judge_top_p, config.judge_max_new_tokens,
                           config.judge_constraint, config.rationale_min_chars, config.rationale_max_chars, config.backend,
                           config.engine_options)
@@ -67,7 +67,7 @@ def make_judge_pairs(config: MakeJudgePairsConfig, store: Store) -> tuple[Versio
     engine = {"backend": config.backend, "dtype": config.dtype, "batch_size": config.batch_size}
     selection = {"rule": SELECTION_RULE, "comparisons_per_prompt": config.comparisons_per_prompt}
     identity = {
-        "input": {"version": source.id, "files": {n: source.manifest.files[f"{n}.parquet"]["sha256"] for n in INPUT_TABLES}},
+        "input": {"version": source.id, "files": {n: [source.manifest.files[f.relative_to(source.folder).as_posix()]["sha256"] for f in source.files_of(n)] for n in INPUT_TABLES}},
         "meta_judge": meta_ref.fingerprint,
         "engine": engine,
         "sampling": asdict(setup.sampling),
