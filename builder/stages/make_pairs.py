@@ -5,7 +5,7 @@ the generation cache so that a killed run continues where it stopped and gives t
 """
 
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 
 import polars as pl
 
@@ -23,7 +23,8 @@ from builder.core.schemas import CANDIDATES_SCHEMA
 from builder.core.stage import StageOutput, build_version
 from builder.core.stats import pairs_stats
 from builder.core.store import Store, Version
-from builder.engines.generators import Generator, load_generator, resolve_dtype
+from builder.engines.batching import engine_identity, resolve_engine
+from builder.engines.generators import Generator, load_generator
 from builder.engines.models import resolve_model
 from builder.engines.runner import answer_lazily
 from builder.judging.health import pairs_health
@@ -40,7 +41,6 @@ from builder.stages.pairs_card import render_pairs_card
 def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
     """Build (or find) the version for this configuration. Returns (version, built_now)."""
     config.validate()
-    config = replace(config, dtype=resolve_dtype(config.dtype))
     prompts, dropped_prompts, source = load_prompts(config.prompts, store, config.limit)
     judge_backend, judge_options = config.judge_engine()
     setup = prepare_judge("pointwise", config.judge_template, config.n_judgments, config.judge_temperature, config.judge_top_p,
@@ -50,7 +50,8 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
     policy_ref = resolve_model(config.model, store.root, config.backend == "openai")
     judge_ref = policy_ref if config.judge is None else resolve_model(config.judge, store.root, judge_backend == "openai")
     candidate_sampling = Sampling(config.n_samples, config.temperature, config.top_p, config.max_new_tokens)
-    engine = {"backend": config.backend, "dtype": config.dtype, "batch_size": config.batch_size}
+    config = resolve_engine(config, [policy_ref, judge_ref], [candidate_sampling, judge_sampling], judge_backend)
+    engine = engine_identity(config.backend, config.dtype, config.batch_size, judge_backend)
     identity = {
         "input": stable_hash(prompts.select("prompt_id", "source", "source_row", "source_id").rows()),
         "policy": policy_ref.fingerprint,
@@ -94,7 +95,7 @@ def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
             quality |= judge_label_quality(store, judge_ref.fingerprint, template.sha256)
         else:
             quality["basis"] = "verifiers"
-        extra = {"context": context_record(policy, judge),
+        extra = {"context": context_record(policy, judge), "batch_size": config.batch_size,
                  "labels": {"rule": rule, "text": RULES[rule], "verified_prompts": len(constraints)}}
         if config.length_control is not None:
             extra["length_control"] = length_control_record(fitting, scored, pairs, config.length_control)
