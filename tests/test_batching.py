@@ -18,7 +18,8 @@ def model_folder(tmp_path, layers=30, heads=9, kv_heads=3, hidden=576, weights_b
     """A model folder as far as sizing reads it: config.json and a weights file of the given size."""
     folder = tmp_path / f"model-{layers}-{kv_heads}-{weights_bytes}"
     folder.mkdir()
-    config = {"num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv_heads, "hidden_size": hidden, "dtype": dtype}
+    config = {"num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv_heads, "hidden_size": hidden,
+              "dtype": dtype}
     (folder / "config.json").write_text(json.dumps(config))
     with open(folder / "model.safetensors", "wb") as weights:
         weights.truncate(weights_bytes)
@@ -31,7 +32,8 @@ def auto(backends, device, models=(), samplings=(CANDIDATES, JUDGMENTS)):
 
 def test_a_number_is_kept_and_auto_follows_the_device(tmp_path):
     small = model_folder(tmp_path)
-    assert resolve_batch_size(24, ("transformers",), lambda: pytest.fail("a given number needs no device"), [], "float32", [CANDIDATES]) == 24
+    no_device = lambda: pytest.fail("a given number needs no device")  # noqa: E731
+    assert resolve_batch_size(24, ("transformers",), no_device, [], "float32", [CANDIDATES]) == 24
     assert auto(["transformers"], Device("cpu")) == CPU_BATCH == 16
     assert auto(["transformers"], H100, [small]) == GPU_BATCH == 128  # SmolLM2-135M's shape: the measured 128
     assert auto(["vllm"], Device("cpu")) == auto(["vllm"], H100) == VLLM_BATCH
@@ -47,7 +49,8 @@ def test_a_gpu_batch_shrinks_to_what_fits_next_to_the_weights(tmp_path):
     assert fits_in_memory(large, "bfloat16", H100.free_bytes, [CANDIDATES, JUDGMENTS]) == 1 << (expected.bit_length() - 1) == 64
     assert auto(["transformers"], Device("cuda", 20 * 2**30), [large]) == 1  # nearly full: one request at a time, never zero
     float32_weights = model_folder(tmp_path, layers=32, heads=32, kv_heads=8, hidden=4096, weights_bytes=32 * 10**9, dtype="float32")
-    assert fits_in_memory(float32_weights, "bfloat16", H100.free_bytes, [CANDIDATES]) == fits_in_memory(large, "bfloat16", H100.free_bytes, [CANDIDATES])
+    halved = fits_in_memory(float32_weights, "bfloat16", H100.free_bytes, [CANDIDATES])
+    assert halved == fits_in_memory(large, "bfloat16", H100.free_bytes, [CANDIDATES]), "float32 files load as bfloat16: half the bytes"
 
 
 @pytest.mark.parametrize("value", [0, -3, "x", "1.5", True])
