@@ -27,6 +27,7 @@ import builder.stages.make_pairs as make_pairs_module
 from builder.core.cache import GenerationCache
 from builder.core.records import Completion, Request
 from builder.core.store import Store
+from builder.engines.context import unknown_window
 from builder.engines.models import ModelRef
 from builder.stages.make_pairs import MakePairsConfig, make_pairs
 
@@ -38,6 +39,7 @@ class ScriptedGenerator:
     in a score from 0 to 5 (about one in twenty without a score line, as real judges sometimes do)."""
 
     identity = {"backend": "scripted", "model": "scripted"}
+    context = unknown_window("a scripted generator has no context window")
 
     def __init__(self, stop_after: int | None = None):
         self.stop_after, self.answered = stop_after, 0

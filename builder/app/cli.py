@@ -53,6 +53,10 @@ def make_pairs_command(store, config):
     from builder.stages.make_pairs import make_pairs
 
     version, built = make_pairs(config, open_store(store))
+    if version is None:
+        console.print(f"shard {config.shard}: this worker's shards are finished; the run that finishes the last shard "
+                      "merges them (or run the same command without --shard)")
+        return
     counts, stats = version.manifest.counts, version.manifest.stats
     report_built(version, built)
     console.print(

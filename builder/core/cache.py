@@ -3,8 +3,8 @@
 The cache is a folder of parquet shards, each row one sample of one request (key, sample, text, …).
 - A shard is written to a temporary name and renamed, so a kill leaves either a whole shard or none.
   Only successful completions are ever written: a failed call leaves no trace and is asked again.
-- Lookups are joins of the shards' key column against the requested keys: their cost grows with the
-  rows read, not with shards × keys.
+- Lookups filter the shards' key column by the requested keys (read first; the other columns are read only for
+  the rows that match): their cost grows with the rows read, not with shards × keys.
 - Shards are compacted by level, so that their number stays small: a new shard is level 0; when a level
   holds `fan_in` shards or more, they are merged into one shard of the next level (written under a new
   name, renamed into place, and only then are the merged ones deleted). A reader that sees both the merged
@@ -43,9 +43,22 @@ def shard_level(path: Path) -> int:
     return int(match.group(1)) if match else 0
 
 
-def key_frame(keys: Iterable[str]) -> pl.LazyFrame:
+def key_list(keys: Iterable[str]) -> pl.Expr:
+    """The keys as one list literal, for `is_in`: a filter the parquet reader applies to the key column before
+    it reads the other columns of the few rows that match."""
     series = keys if isinstance(keys, pl.Series) else pl.Series("key", list(keys), pl.String)
-    return pl.LazyFrame({"key": series.unique()})
+    return pl.lit(series.unique().implode())
+
+
+def completions_frame(requests: list[Request], answers: list[list[Completion]]) -> pl.DataFrame:
+    """One row per sample of each request, as a shard holds them."""
+    columns: dict[str, list] = {name: [] for name in SHARD_SCHEMA}
+    for request, completions in zip(requests, answers, strict=True):
+        for i, c in enumerate(completions):
+            probs = None if c.choice_probs is None else list(c.choice_probs)
+            for name, value in zip(SHARD_SCHEMA, (request.key, i, c.text, c.finish_reason, c.n_tokens, probs)):
+                columns[name].append(value)
+    return pl.DataFrame(columns, schema=SHARD_SCHEMA)
 
 
 class GenerationCache:
@@ -59,7 +72,7 @@ class GenerationCache:
 
     def table(self, keys: Iterable[str], columns: tuple[str, ...] = tuple(SHARD_SCHEMA)) -> pl.DataFrame:
         """The cached rows of these keys, one per (key, sample), sorted by key and sample."""
-        wanted = key_frame(keys)
+        wanted = key_list(keys)
         for attempt in range(READ_ATTEMPTS):
             shards = self.shards()
             if not shards:
@@ -68,7 +81,7 @@ class GenerationCache:
                 return (
                     pl.scan_parquet(shards, schema=SHARD_SCHEMA, missing_columns="insert")
                     .select(*dict.fromkeys(("key", "sample", *columns)))
-                    .join(wanted, on="key", how="semi")
+                    .filter(pl.col("key").is_in(wanted))
                     .unique(["key", "sample"], keep="first")
                     .sort("key", "sample")
                     .select(columns)
@@ -91,16 +104,14 @@ class GenerationCache:
 
     def save(self, requests: list[Request], answers: list[list[Completion]]) -> None:
         """Write one level-0 shard of these answers, then compact if a level has grown full."""
-        columns: dict[str, list] = {name: [] for name in SHARD_SCHEMA}
-        for request, completions in zip(requests, answers, strict=True):
-            for i, c in enumerate(completions):
-                probs = None if c.choice_probs is None else list(c.choice_probs)
-                for name, value in zip(SHARD_SCHEMA, (request.key, i, c.text, c.finish_reason, c.n_tokens, probs)):
-                    columns[name].append(value)
-        final = self.folder / f"{stable_hash([r.key for r in requests])[:24]}.parquet"
+        self.save_frame(completions_frame(requests, answers))
+
+    def save_frame(self, frame: pl.DataFrame) -> None:
+        """save() for answers already in a shard's table form."""
+        final = self.folder / f"{stable_hash(frame['key'].unique(maintain_order=True).to_list())[:24]}.parquet"
         try:
             self.check_writable()
-            write_atomically(pl.DataFrame(columns, schema=SHARD_SCHEMA), final)
+            write_atomically(frame, final)
         except (OSError, pl.exceptions.PolarsError) as error:
             raise BuilderError(f"cannot save generations in {self.folder}: {io_problem(error)} (the batches saved before are kept)") from None
         self.compact()

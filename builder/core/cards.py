@@ -6,6 +6,7 @@ import polars as pl
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from builder.core.manifest import Manifest
+from builder.core.store import data_files
 
 TABLES = ("pairs", "candidates", "judgments", "prompts", "dropped")
 
@@ -18,10 +19,11 @@ def size_category(rows: int) -> str:
 
 
 def table_configs(tables: dict[str, pl.DataFrame], default: str) -> list[dict]:
-    """The card's `configs`: one `load_dataset` config per table, in the order given. `datasets` cannot load
-    a parquet file without rows, so an empty table is still uploaded but gets no config."""
+    """The card's `configs`: one `load_dataset` config per table (its file, or the glob of its parts), in the
+    order given. `datasets` cannot load a parquet file without rows, so an empty table is still uploaded but gets
+    no config. A table may be anything with a `height` (a store.Parts)."""
     return [
-        {"config_name": name, "data_files": f"{name}.parquet", **({"default": True} if name == default else {})}
+        {"config_name": name, "data_files": data_files(name, table.height), **({"default": True} if name == default else {})}
         for name, table in tables.items()
         if table.height
     ]

@@ -6,9 +6,17 @@ table), source_row, source_id (the input's own `id` column, when it has one), an
 verifiable constraints, see builder/judging/constraints.py) only when the input has that column.
 
 A version's other tables are read as `VERSION:TABLE` (e.g. `verifiable-3f2a:eval`, a held-out split).
+
+A stage that runs shard by shard reads its prompts through a `PromptIndex` (`index_prompts`): the input
+normalised once, a slice at a time, into a parquet file in the store (`.cache/prompts/<key>/`, keyed by the
+input's content fingerprint and the limit), from which each shard reads only its own rows. A finished
+configuration's rerun then reads neither the input's rows nor their hashes again.
 """
 
+import hashlib
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -16,8 +24,8 @@ from pathlib import Path
 import polars as pl
 
 from builder.core.errors import BuilderError
-from builder.core.records import file_sha256, stable_hash
-from builder.core.schemas import PROMPTS_SCHEMA, drops
+from builder.core.records import canonical_json, file_sha256, stable_hash
+from builder.core.schemas import DROPPED_SCHEMA, PROMPTS_SCHEMA, drops
 
 
 @dataclass(frozen=True)
@@ -47,9 +55,16 @@ def load_prompts(spec: str | None, store=None, limit: int | None = None) -> tupl
 
 
 def read_source(spec: str, store, what: str = "prompts") -> tuple[pl.DataFrame, PromptSource]:
+    frame, source = scan_source(spec, store, what)
+    return frame.collect(), source
+
+
+def scan_source(spec: str, store, what: str = "prompts") -> tuple[pl.LazyFrame, PromptSource]:
+    """The input's rows, lazily where the format allows it (parquet files and versions), and where they came from."""
     path = Path(spec).expanduser()
     if path.is_file():
-        return read_file(path), PromptSource(spec, "file", "sha256:" + file_sha256(path))
+        frame = pl.scan_parquet(path) if path.suffix.lower() == ".parquet" else read_file(path).lazy()
+        return frame, PromptSource(spec, "file", "sha256:" + file_sha256(path))
     if path.is_dir() and (path / "manifest.json").exists():
         return _read_version_dir(path, spec)
     if path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
@@ -58,9 +73,10 @@ def read_source(spec: str, store, what: str = "prompts") -> tuple[pl.DataFrame, 
         dataset = load_from_disk(str(path))
         if hasattr(dataset, "keys"):  # a DatasetDict: take its train split, or its only one
             dataset = dataset["train"] if "train" in dataset else next(iter(dataset.values()))
-        return dataset.to_polars(), PromptSource(spec, "datasets", f"datasets:{dataset._fingerprint}")
+        return dataset.to_polars().lazy(), PromptSource(spec, "datasets", f"datasets:{dataset._fingerprint}")
     if spec.startswith("hf:"):
-        return _read_hub_dataset(spec)
+        frame, source = _read_hub_dataset(spec)
+        return frame.lazy(), source
     if store is not None:
         version = store.find(spec, missing_ok=True)
         if version is not None:
@@ -72,18 +88,22 @@ def read_source(spec: str, store, what: str = "prompts") -> tuple[pl.DataFrame, 
     raise BuilderError(f"{what} {spec!r}: no such file, folder, dataset version or hf: dataset")
 
 
-def _read_version_dir(folder: Path, spec: str, name: str = "prompts") -> tuple[pl.DataFrame, PromptSource]:
-    manifest = json.loads((folder / "manifest.json").read_text())
-    table = folder / f"{name}.parquet"
-    if not table.exists():
-        raise BuilderError(f"version {manifest['id']} has no {name} table")
-    frame = pl.read_parquet(table)
-    if "prompt" not in frame.columns or "messages" not in frame.columns:
-        raise BuilderError(f"the {name} table of version {manifest['id']} holds no prompts")
-    carried = [c for c in CARRIED if c in frame.columns]
+def _read_version_dir(folder: Path, spec: str, name: str = "prompts") -> tuple[pl.LazyFrame, PromptSource]:
+    from builder.core.store import read_manifest, table_files
+
+    manifest = read_manifest(folder)
+    files = table_files(manifest.files).get(name)
+    if not files:
+        raise BuilderError(f"version {manifest.id} has no {name} table")
+    frame = pl.scan_parquet([folder / f for f in files])
+    columns = frame.collect_schema().names()
+    if "prompt" not in columns or "messages" not in columns:
+        raise BuilderError(f"the {name} table of version {manifest.id} holds no prompts")
+    carried = [c for c in CARRIED if c in columns]
     frame = frame.select("prompt", "messages", pl.col("prompt_id").alias("id"), *carried)
-    fingerprint = f"version:{manifest['id']}:{manifest['files'][table.name]['sha256']}"
-    return frame, PromptSource(spec, "version", fingerprint, manifest["id"])
+    shas = [manifest.files[f]["sha256"] for f in files]
+    fingerprint = f"version:{manifest.id}:{shas[0] if len(files) == 1 else stable_hash(shas)}"
+    return frame, PromptSource(spec, "version", fingerprint, manifest.id)
 
 
 def _read_hub_dataset(spec: str) -> tuple[pl.DataFrame, PromptSource]:
@@ -125,28 +145,8 @@ def normalise(raw: pl.DataFrame, source: str, limit: int | None, origin: str | N
     """`source` names the input in messages; `origin` (its fingerprint, default `source`) fills the source column."""
     if raw.height == 0:
         raise BuilderError(f"no prompts in {source}")
-    if "messages" in raw.columns:
-        conversations = [_conversation(m, source, row) for row, m in enumerate(raw["messages"].to_list())]
-    elif "prompt" in raw.columns:
-        if raw.schema["prompt"] != pl.String:
-            raise BuilderError(f"{source}: the 'prompt' column must hold text, not {raw.schema['prompt']}")
-        conversations = [text_conversation(p) for p in raw["prompt"].to_list()]
-    else:
-        raise BuilderError(f"{source} needs a 'prompt' or 'messages' column (found: {', '.join(raw.columns)})")
-    ids = raw["id"].cast(pl.String).to_list() if "id" in raw.columns else [None] * raw.height
-    frame = pl.DataFrame(
-        {
-            "prompt_id": [prompt_key(c) for c in conversations],
-            "prompt": [c[-1]["content"] if c else None for c in conversations],
-            "messages": conversations,
-            "source": [origin or source] * raw.height,
-            "source_row": list(range(raw.height)),
-            "source_id": ids,
-        },
-        schema=PROMPTS_SCHEMA,
-    )
-    if "constraints" in raw.columns:
-        frame = frame.with_columns(pl.Series("constraints", _json_texts(raw["constraints"]), pl.String))
+    check_columns(raw.schema, source)
+    frame = normalise_rows(raw, source, origin)
     if limit is not None:
         frame = frame.head(limit)
     empty = frame.filter(pl.col("prompt_id").is_null())
@@ -157,6 +157,46 @@ def normalise(raw: pl.DataFrame, source: str, limit: int | None, origin: str | N
         raise BuilderError(f"no usable prompts in {source} (all empty)")
     detail = pl.format("source row {}", "source_row")
     return frame, pl.concat([drops(empty, "prompt", "empty_prompt", detail), drops(duplicate, "prompt", "duplicate_prompt", detail)])
+
+
+def check_columns(schema: pl.Schema, source: str) -> None:
+    if "messages" not in schema and "prompt" not in schema:
+        raise BuilderError(f"{source} needs a 'prompt' or 'messages' column (found: {', '.join(schema.names())})")
+    if "messages" not in schema and schema["prompt"] != pl.String:
+        raise BuilderError(f"{source}: the 'prompt' column must hold text, not {schema['prompt']}")
+
+
+def normalise_rows(raw: pl.DataFrame, source: str, origin: str | None = None, offset: int = 0) -> pl.DataFrame:
+    """Rows `offset`, `offset + 1`, … of an input as prompts rows, before empty and repeated prompts are dropped
+    (an empty conversation has no prompt_id)."""
+    if "messages" in raw.columns:
+        conversations = [_conversation(m, source, offset + row) for row, m in enumerate(raw["messages"].to_list())]
+        keys = [prompt_key(c) for c in conversations]
+    else:
+        texts = raw["prompt"].to_list()
+        conversations = [text_conversation(p) for p in texts]
+        keys = [text_prompt_key(p) if c else None for p, c in zip(texts, conversations, strict=True)]
+    ids = raw["id"].cast(pl.String).to_list() if "id" in raw.columns else [None] * raw.height
+    frame = pl.DataFrame(
+        {
+            "prompt_id": keys,
+            "prompt": [c[-1]["content"] if c else None for c in conversations],
+            "messages": conversations,
+            "source": [origin or source] * raw.height,
+            "source_row": range(offset, offset + raw.height),
+            "source_id": ids,
+        },
+        schema=PROMPTS_SCHEMA,
+    )
+    if "constraints" in raw.columns:
+        frame = frame.with_columns(pl.Series("constraints", _json_texts(raw["constraints"]), pl.String))
+    return frame
+
+
+def text_prompt_key(text: str) -> str:
+    """prompt_key of a one-turn text conversation, its canonical JSON put together directly."""
+    blob = '[{"content":' + json.dumps(text, ensure_ascii=False) + ',"role":"user"}]'
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def text_conversation(text: str | None) -> list[dict]:
@@ -202,3 +242,90 @@ def _conversation(messages, source: str, row: int) -> list[dict]:
     if conversation and (conversation[-1]["role"] != "user" or not (conversation[-1]["content"] or "").strip()):
         raise BuilderError(f"{source} row {row}: the conversation must end with a non-empty user turn")
     return conversation
+
+
+INDEX_SLICE = 65_536  # input rows normalised at a time
+
+
+@dataclass(frozen=True)
+class PromptIndex:
+    """An input's usable prompts (the first `limit` rows, less empty and repeated ones), normalised, in input order."""
+
+    folder: Path  # prompts.parquet (the prompts table), dropped.parquet (the empty and repeated prompts), index.json
+    rows: int
+    fingerprint: str  # stable_hash of every row's (prompt_id, source, source_row, source_id): what names the input
+    source: PromptSource
+    constrained: int = 0  # prompts with a constraints text
+
+    def read(self, rows: range) -> pl.DataFrame:
+        """Those prompts (positions in the index), read from the file without the others."""
+        return pl.scan_parquet(self.folder / "prompts.parquet").slice(rows.start, len(rows)).collect()
+
+    @property
+    def dropped(self) -> Path:
+        return self.folder / "dropped.parquet"
+
+
+def index_prompts(spec: str | None, store, limit: int | None = None) -> PromptIndex:
+    """The input's prompt index, from the store when it was made before (the same content and limit), else made
+    now, a slice at a time, and kept."""
+    frame, source = scan_source(spec or str(sample_prompts_path()), store)
+    key = stable_hash({"input": source.fingerprint, "limit": limit, "layout": 1})[:24]
+    folder = store.root / ".cache" / "prompts" / key
+    if not (folder / "index.json").is_file():
+        partial = folder.with_name(f".{key}.partial-{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        try:
+            _write_index(frame, source, limit, partial)
+            partial.rename(folder)
+        except OSError:
+            shutil.rmtree(partial, ignore_errors=True)
+            if not (folder / "index.json").is_file():  # not built meanwhile by another run
+                raise
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+    recorded = json.loads((folder / "index.json").read_text())
+    return PromptIndex(folder, recorded["rows"], recorded["fingerprint"], source, recorded["constrained"])
+
+
+def _write_index(frame: pl.LazyFrame, source: PromptSource, limit: int | None, folder: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from builder.core.store import plain_types
+
+    schema = frame.collect_schema()
+    check_columns(schema, source.spec)
+    columns = PROMPTS_SCHEMA | ({"constraints": pl.String} if "constraints" in schema else {})
+    total = frame.select(pl.len()).collect().item()
+    total = total if limit is None else min(limit, total)
+    if total == 0:
+        raise BuilderError(f"no prompts in {source.spec}")
+    seen = pl.Series("prompt_id", [], pl.String)
+    dropped, kept, constrained = [], 0, 0
+    digest = hashlib.sha256(b"[")
+    with pq.ParquetWriter(folder / "prompts.parquet", plain_types(pl.DataFrame(schema=columns)).schema, compression="zstd") as writer:
+        for offset in range(0, total, INDEX_SLICE):
+            raw = frame.slice(offset, min(INDEX_SLICE, total - offset)).collect()
+            rows = normalise_rows(raw, source.spec, source.fingerprint, offset)
+            empty = rows["prompt_id"].is_null()
+            first = rows["prompt_id"].is_first_distinct() & ~rows["prompt_id"].is_in(seen.implode()) & ~empty
+            detail = pl.format("source row {}", "source_row")
+            dropped += [drops(rows.filter(empty), "prompt", "empty_prompt", detail),
+                        drops(rows.filter(~empty & ~first), "prompt", "duplicate_prompt", detail)]
+            usable = rows.filter(first)
+            seen = pl.concat([seen, usable["prompt_id"]], rechunk=False)
+            if "constraints" in usable.columns:
+                constrained += usable.filter(pl.col("constraints").str.strip_chars().str.len_chars() > 0).height
+            if usable.height:
+                ids = canonical_json(usable.select("prompt_id", "source", "source_row", "source_id").rows())
+                digest.update(("," if kept else "").encode() + ids[1:-1].encode())
+                writer.write_table(plain_types(usable))
+                kept += usable.height
+    if kept == 0:
+        raise BuilderError(f"no usable prompts in {source.spec} (all empty)")
+    digest.update(b"]")
+    pl.concat(dropped).cast(DROPPED_SCHEMA).write_parquet(folder / "dropped.parquet")
+    (folder / "index.json").write_text(json.dumps({"rows": kept, "fingerprint": digest.hexdigest(), "source": source.fingerprint,
+                                                     "limit": limit, "constrained": constrained}))

@@ -2,6 +2,13 @@
 
     <store>/<version-id>/           one finished version: parquet tables, README.md (card), manifest.json
     <store>/.cache/generations/…   every paid-for generation, keyed by request content (see cache.py)
+    <store>/.staging/<version-id>/  the finished shards of a version being built shard by shard (see staging.py)
+
+A table is one file `<name>.parquet` when it has at most PART_ROWS rows, else the parts `<name>/00000.parquet`,
+`<name>/00001.parquet`, … of PART_ROWS rows each, in order: a list or glob of them is one table to
+`datasets.load_dataset("parquet", data_files=...)`, DuckDB's `read_parquet` and polars' `scan_parquet` alike.
+`Version.files_of(name)` lists a table's files whatever its layout (versions written before parts existed have
+single files only); the manifest lists every file under its relative path.
 
 A version is written to a hidden temporary folder (`.partial-<id>-<pid>`), its manifest last, then renamed
 into place and made read-only: only a folder whose name does not start with a dot and that holds a manifest
@@ -45,11 +52,66 @@ if TYPE_CHECKING:  # polars and the cache load only when a version is written or
 DEFAULT_STORE = "builder-store"
 
 
+PART_ROWS = 500_000  # rows of one part of a table written in parts
+ROW_GROUP_ROWS = 50_000  # rows of one parquet row group of a table written from parts
+
+
 @dataclass(frozen=True)
 class Version:
     id: str
     folder: Path
     manifest: Manifest
+
+    def table_names(self) -> list[str]:
+        return sorted(table_files(self.listed_files()))
+
+    def has_table(self, name: str) -> bool:
+        return name in table_files(self.listed_files())
+
+    def files_of(self, name: str) -> list[Path]:
+        """The table's parquet files, in order ([] when the version has no such table)."""
+        return [self.folder / f for f in table_files(self.listed_files()).get(name, [])]
+
+    def scan(self, name: str) -> pl.LazyFrame:
+        import polars as pl
+
+        files = self.files_of(name)
+        if not files:
+            raise BuilderError(f"version {self.id} has no {name} table")
+        return pl.scan_parquet(files)
+
+    def read(self, name: str) -> pl.DataFrame:
+        return self.scan(name).collect()
+
+    def listed_files(self) -> list[str]:
+        """The manifest's files; for a manifest without a file list, the files on disk."""
+        if isinstance(self.manifest.files, dict) and self.manifest.files:
+            return list(self.manifest.files)
+        return [p.relative_to(self.folder).as_posix() for p in self.folder.rglob("*.parquet")]
+
+
+def table_files(names) -> dict[str, list[str]]:
+    """Table name → its files, in order, from a version's relative file names: `t.parquet` alone, or the parts
+    `t/00000.parquet`, …"""
+    tables: dict[str, list[str]] = {}
+    for name in sorted(names):
+        table, slash, part = name.removesuffix(".parquet").partition("/")
+        if name.endswith(".parquet") and "/" not in part and (not slash or part.isdigit()):
+            tables.setdefault(table, []).append(name)
+    return tables
+
+
+def data_files(name: str, rows: int) -> str:
+    """The `data_files` of a table in a dataset card: its one file, or the glob of its parts."""
+    return f"{name}/*.parquet" if rows > PART_ROWS else f"{name}.parquet"
+
+
+@dataclass(frozen=True)
+class Parts:
+    """A table already written as parquet files (a built shard's tables, in staging), in order, not in memory."""
+
+    files: tuple[Path, ...]
+    height: int
 
 
 class Store:
@@ -173,21 +235,25 @@ class Store:
         partial.mkdir(parents=True)
         files = {}
         for name, table in tables.items():
-            path = partial / f"{name}.parquet"
-            write_table(table, path)
-            files[path.name] = {"rows": table.height}
+            if isinstance(table, Parts) or table.height > PART_ROWS:
+                files |= write_parts(table, partial, name)
+            else:
+                write_table(table, partial / f"{name}.parquet")
+                files[f"{name}.parquet"] = {"rows": table.height}
         for name, content in extra_files.items():
             (partial / name).write_bytes(content)
         manifest.created_at, manifest.code_version, manifest.recipe = now(), code_version(), self.recipe
         manifest.counts = {name: table.height for name, table in tables.items()} | manifest.counts
         (partial / "README.md").write_text(render_card(manifest, tables), encoding="utf-8")
-        for path in sorted(partial.iterdir()):
-            files.setdefault(path.name, {})
-            files[path.name] |= {"sha256": file_sha256(path), "bytes": path.stat().st_size}
+        for path in sorted(p for p in partial.rglob("*") if p.is_file()):
+            name = path.relative_to(partial).as_posix()
+            files.setdefault(name, {})
+            files[name] |= {"sha256": file_sha256(path), "bytes": path.stat().st_size}
         manifest.files = files
         (partial / "manifest.json").write_text(json.dumps(manifest.to_json(), indent=2, ensure_ascii=False), encoding="utf-8")
-        for path in partial.iterdir():
-            path.chmod(0o444)
+        for path in partial.rglob("*"):
+            if path.is_file():
+                path.chmod(0o444)
         partial.rename(final)
         return Version(version_id, final, manifest)
 
@@ -205,6 +271,7 @@ class Store:
                 shutil.rmtree(partial, ignore_errors=True)
                 partial.mkdir(parents=True)
                 for name in [*manifest["files"], "manifest.json"]:
+                    (partial / name).parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(source / name, partial / name)
                     (partial / name).chmod(0o444)
                 partial.rename(final)
@@ -285,3 +352,58 @@ def write_table(table: pl.DataFrame, path: Path) -> None:
     import pyarrow.parquet as pq
 
     pq.write_table(plain_types(table), path, compression="zstd")
+
+
+def write_parts(table: Parts | pl.DataFrame, folder: Path, name: str) -> dict[str, dict]:
+    """Write a table in the store's layout (one file, or parts of PART_ROWS rows) from its parts or from memory,
+    streaming ROW_GROUP_ROWS rows at a time. The files' bytes depend on the rows alone, not on how the parts
+    were cut (every row group holds ROW_GROUP_ROWS rows in one chunk), so shards of any size give the same files.
+    Returns {relative file name: {"rows": n}}."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if isinstance(table, Parts):
+        schema = pq.read_schema(table.files[0]).remove_metadata()
+        batches = (batch for path in table.files for batch in pq.ParquetFile(path).iter_batches(batch_size=ROW_GROUP_ROWS))
+    else:
+        arrow = plain_types(table)
+        schema, batches = arrow.schema, iter(arrow.to_batches(max_chunksize=ROW_GROUP_ROWS))
+    many = table.height > PART_ROWS
+    if many:
+        (folder / name).mkdir()
+    written: dict[str, dict] = {}
+    writer = None
+    for index, group in enumerate(row_groups(batches, schema)):
+        if index % (PART_ROWS // ROW_GROUP_ROWS) == 0:
+            if writer is not None:
+                writer.close()
+            relative = f"{name}/{len(written):05d}.parquet" if many else f"{name}.parquet"
+            writer = pq.ParquetWriter(folder / relative, schema, compression="zstd")
+            written[relative] = {"rows": 0}
+        writer.write_table(group, row_group_size=ROW_GROUP_ROWS)
+        written[relative]["rows"] += group.num_rows
+    if writer is None:  # no rows: one empty file with the schema
+        pq.write_table(pa.Table.from_batches([], schema), folder / f"{name}.parquet", compression="zstd")
+        return {f"{name}.parquet": {"rows": 0}}
+    writer.close()
+    return written
+
+
+def row_groups(batches, schema: pa.Schema):
+    """Tables of exactly ROW_GROUP_ROWS rows each (the last one shorter), each column one contiguous chunk."""
+    import pyarrow as pa
+
+    pending: list = []
+    count = 0
+    for batch in batches:
+        if not batch.num_rows:
+            continue
+        pending.append(batch.cast(schema) if batch.schema != schema else batch)
+        count += batch.num_rows
+        while count >= ROW_GROUP_ROWS:
+            table = pa.Table.from_batches(pending, schema)
+            yield table.slice(0, ROW_GROUP_ROWS).combine_chunks()
+            rest = table.slice(ROW_GROUP_ROWS)
+            pending, count = rest.to_batches(), rest.num_rows
+    if count:
+        yield pa.Table.from_batches(pending, schema).combine_chunks()

@@ -1,7 +1,8 @@
 """Answering requests through the generation cache: fixed batches, every answer saved within a second of
-its arrival, and nothing asked twice. Answers are not kept in memory while they are made: they are read back
-from the cache, as a table, once every request has one; and requests themselves can be made batch by batch,
-only for those the cache cannot answer."""
+its arrival, and nothing asked twice. One lookup finds what the cache already holds; what is made is kept as
+the cache's rows too (a stage that runs shard by shard holds one shard's at most); and requests themselves are
+made batch by batch, only for those the cache cannot answer (a million rendered judge prompts are never in
+memory at once)."""
 
 import itertools
 import time
@@ -9,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import polars as pl
 
-from builder.core.cache import GenerationCache
+from builder.core.cache import SHARD_SCHEMA, GenerationCache, completions_frame
 from builder.core.progress import progress_bar
 from builder.core.records import Completion, Request
 from builder.engines.generators import Generator
@@ -43,9 +44,11 @@ def answer_table(generator: Generator, requests: list[Request], cache: Generatio
 def answer_lazily(generator: Generator, asked: pl.DataFrame, build: Build, cache: GenerationCache, batch_size: int, label: str) -> pl.DataFrame:
     """answer_table for requests that are made only when they must be asked (a million rendered judge prompts
     need not be in memory at once): `asked` has one row per request, its `key` and `length` (characters of
-    its messages, as in plan_batches); build(rows) makes the requests of those rows of `asked`."""
-    fill_cache(generator, asked, build, cache, batch_size, label)
-    return cache.table(asked["key"])
+    its messages, as in plan_batches), and optionally its planning `block` (see fill_cache); build(rows) makes the
+    requests of those rows of `asked`."""
+    found = cache.table(asked["key"])
+    made = fill_cache(generator, asked, build, cache, batch_size, label, found.select("key"))
+    return pl.concat([found, made]).sort("key", "sample") if made.height else found
 
 
 def planned(requests: list[Request]) -> pl.DataFrame:
@@ -55,17 +58,24 @@ def planned(requests: list[Request]) -> pl.DataFrame:
     )
 
 
-def fill_cache(generator: Generator, asked: pl.DataFrame, build: Build, cache: GenerationCache, batch_size: int, label: str) -> None:
+def fill_cache(generator: Generator, asked: pl.DataFrame, build: Build, cache: GenerationCache, batch_size: int, label: str,
+               cached: pl.DataFrame | None = None) -> pl.DataFrame:
     """Ask the generator for every request the cache has no answer to, in the batches of plan_batches (a repeated
-    request asked once), saving answers as they come."""
+    request asked once), saving answers as they come. With a `block` column in `asked`, batches are planned within
+    each block (longest first inside it): a stage that runs shard by shard gives each block whole to one shard,
+    so a shard of any size meets the same batches. `cached`: the keys already known to be in the cache. Returns
+    the answers it made, as the cache's rows (one stage's shard of them is held in memory)."""
+    block = pl.col("block") if "block" in asked.columns else pl.lit(0, pl.Int64)
     batches = (
-        asked.select("key", "length")
+        asked.select("key", "length", block.cast(pl.Int64).alias("block"))
         .with_row_index("row")
         .unique("key", keep="first", maintain_order=True)
-        .sort(["length", "key"], descending=[True, False])
-        .with_columns((pl.int_range(pl.len()) // batch_size).alias("batch"))
+        .sort(["block", "length", "key"], descending=[False, True, False])
+        .with_columns((pl.col("block") * (1 << 32) + pl.int_range(pl.len()).over("block") // batch_size).alias("batch"))
     )
-    missing = batches.join(cache.table(batches["key"], columns=("key",)).unique(), on="key", how="anti", maintain_order="left")
+    if cached is None:
+        cached = cache.table(batches["key"], columns=("key",))
+    missing = batches.join(cached.unique(), on="key", how="anti", maintain_order="left")
     if missing.height:
         cache.check_writable()  # before any paid work
     with progress_bar() as bar, ShardWriter(cache) as writer:
@@ -79,14 +89,15 @@ def fill_cache(generator: Generator, asked: pl.DataFrame, build: Build, cache: G
         if hasattr(generator, "generate_streaming"):
             for chunk in missing.iter_slices(STREAMING_CHUNK):
                 generator.generate_streaming(build(chunk["row"].to_list()), keep)
-            return
-        for rows in row_batches(missing):
-            requests = build(rows)
-            answers = generator.generate(requests)
-            for request, completions in zip(requests, answers, strict=True):
-                check_count(request, completions)
-            writer.add_batch(requests, answers)
-            bar.advance(task, len(requests))
+        else:
+            for rows in row_batches(missing):
+                requests = build(rows)
+                answers = generator.generate(requests)
+                for request, completions in zip(requests, answers, strict=True):
+                    check_count(request, completions)
+                writer.add_batch(requests, answers)
+                bar.advance(task, len(requests))
+    return pl.concat(writer.saved) if writer.saved else pl.DataFrame(schema=SHARD_SCHEMA)
 
 
 def row_batches(missing: pl.DataFrame) -> Iterator[list[int]]:
@@ -109,6 +120,7 @@ class ShardWriter:
     def __init__(self, cache: GenerationCache, interval: float = 1.0):
         self.cache, self.interval = cache, interval
         self.pending: list[tuple[Request, list[Completion]]] = []
+        self.saved: list[pl.DataFrame] = []  # what was saved, as the cache's rows
         self.last_flush = time.monotonic()
 
     def add(self, request: Request, completions: list[Completion]) -> None:
@@ -122,7 +134,9 @@ class ShardWriter:
     def flush(self) -> None:
         if self.pending:
             requests, answers = zip(*self.pending)
-            self.cache.save(list(requests), list(answers))
+            frame = completions_frame(list(requests), list(answers))
+            self.cache.save_frame(frame)
+            self.saved.append(frame)
             self.pending = []
         self.last_flush = time.monotonic()
 

@@ -17,31 +17,34 @@ COLLAPSE_SHARE = 0.8
 _SCORE_LINE_IN_RESPONSE = r"(?i)score\s*:\s*\d"
 
 
-def scores_health(judgments: pl.DataFrame, candidates: pl.DataFrame) -> dict:
-    """judgments: score (null if unparsed); candidates: response, score_mean."""
-    parsed = judgments["score"].drop_nulls()
-    histogram = parsed.value_counts().sort("score")
-    top_share = histogram["count"].max() / parsed.len() if parsed.len() else None
-    scored = candidates.filter(pl.col("score_mean").is_not_null()).with_columns(pl.col("response").str.len_chars().alias("n_chars"))
+def scores_health(judgments: pl.DataFrame | pl.LazyFrame, candidates: pl.DataFrame | pl.LazyFrame) -> dict:
+    """judgments: score (null if unparsed); candidates: response, score_mean. In memory or lazy (a version's
+    parts, scanned: only these columns are read)."""
+    judgments, candidates = judgments.lazy(), candidates.lazy()
+    n_judgments = judgments.select(pl.len()).collect().item()
+    histogram = judgments.select("score").drop_nulls().group_by("score").len().sort("score").collect()
+    parsed = int(histogram["len"].sum())
+    top_share = histogram["len"].max() / parsed if parsed else None
+    scored = candidates.filter(pl.col("score_mean").is_not_null()).select(pl.col("response").str.len_chars().alias("n_chars"), "score_mean")
     return {
-        "judgments": judgments.height,
-        "judgments_parsed": parsed.len(),
-        "parse_failure_rate": _ratio(judgments.height - parsed.len(), judgments.height),
+        "judgments": n_judgments,
+        "judgments_parsed": parsed,
+        "parse_failure_rate": _ratio(n_judgments - parsed, n_judgments),
         "score_histogram": {f"{s:g}": n for s, n in histogram.iter_rows()},
         "most_common_score_share": top_share,
-        "collapse": bool(top_share is not None and parsed.len() >= 5 and top_share > COLLAPSE_SHARE),
+        "collapse": bool(top_share is not None and parsed >= 5 and top_share > COLLAPSE_SHARE),
         "length_score_spearman": _spearman(scored, "n_chars", "score_mean"),
-        "responses_with_score_line": candidates.filter(pl.col("response").str.contains(_SCORE_LINE_IN_RESPONSE)).height,
+        "responses_with_score_line": candidates.filter(pl.col("response").str.contains(_SCORE_LINE_IN_RESPONSE)).select(pl.len()).collect().item(),
     }
 
 
-def pairs_health(tables: dict[str, pl.DataFrame]) -> dict:
-    pairs = tables["pairs"]
-    gap = pairs["chosen_tokens"] - pairs["rejected_tokens"]
+def pairs_health(tables: dict[str, pl.DataFrame | pl.LazyFrame]) -> dict:
+    gap = pl.col("chosen_tokens") - pl.col("rejected_tokens")
+    pairs = tables["pairs"].lazy().select(pl.len().alias("n"), gap.mean().alias("gap"), (gap > 0).sum().alias("longer")).collect().row(0, named=True)
     return scores_health(tables["judgments"], tables["candidates"]) | {
-        "pairs": pairs.height,
-        "chosen_minus_rejected_tokens": _round(gap.mean()),
-        "chosen_longer_rate": _ratio((gap > 0).sum(), pairs.height),
+        "pairs": pairs["n"],
+        "chosen_minus_rejected_tokens": _round(pairs["gap"]),
+        "chosen_longer_rate": _ratio(pairs["longer"], pairs["n"]),
     }
 
 
@@ -59,7 +62,7 @@ def h2h_health(tables: dict[str, pl.DataFrame]) -> dict:
 def version_health(version: Version) -> dict:
     """The health of any version, from its own tables."""
     kind = version.manifest.kind
-    read = lambda name: pl.read_parquet(version.folder / f"{name}.parquet")  # noqa: E731
+    read = version.scan
     if kind == "pairs":
         return {"kind": kind} | pairs_health({n: read(n) for n in ("judgments", "candidates", "pairs")})
     if kind == "h2h":
@@ -102,10 +105,12 @@ def health_json(health: dict) -> str:
     return json.dumps(health, indent=2, default=str)
 
 
-def _spearman(frame: pl.DataFrame, x: str, y: str) -> float | None:
-    if frame.height < 3 or frame[x].n_unique() < 2 or frame[y].n_unique() < 2:
+def _spearman(frame: pl.LazyFrame, x: str, y: str) -> float | None:
+    found = frame.select(pl.len().alias("n"), pl.col(x).n_unique().alias("nx"), pl.col(y).n_unique().alias("ny"),
+                         pl.corr(x, y, method="spearman").alias("rho")).collect().row(0, named=True)
+    if found["n"] < 3 or found["nx"] < 2 or found["ny"] < 2:
         return None
-    return _round(frame.select(pl.corr(x, y, method="spearman")).item(), 3)
+    return _round(found["rho"], 3)
 
 
 def _ratio(part, whole) -> float | None:

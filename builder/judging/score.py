@@ -4,7 +4,14 @@ sample parsed by the judge's named parser into a judgments row."""
 
 import polars as pl
 
-from builder.core.records import Completion, Constraint, Request, Sampling, make_request, request_key
+from builder.core.records import (
+    Completion,
+    Constraint,
+    Request,
+    Sampling,
+    make_request,
+    request_key,
+)
 from builder.core.schemas import JUDGMENTS_SCHEMA
 from builder.core.store import Store
 from builder.engines.generators import Generator
@@ -52,9 +59,15 @@ def judge_candidates(
     store: Store,
     batch_size: int,
     constraint: Constraint | None = None,
+    blocks: pl.Series | None = None,
 ) -> pl.DataFrame:
+    """One judgments row per candidate and judge sample. `blocks`: each prompt's planning block (see
+    runner.fill_cache), in the order of `prompts`."""
     inputs = judge_inputs(prompts, candidates)
     asked = judge_keys(judge, spec, inputs, sampling, seed, constraint)
+    if blocks is not None:
+        block_of = prompts.select("prompt_id", blocks.alias("block"))
+        asked = asked.with_columns(inputs.select("prompt_id").join(block_of, on="prompt_id", how="left", maintain_order="left")["block"])
 
     def build(rows: list[int]) -> list[Request]:
         return [

@@ -59,18 +59,19 @@ def with_checks(candidates: pl.DataFrame, checks: pl.DataFrame) -> pl.DataFrame:
 LABEL_CLASSES = ("chosen_passes_rejected_fails", "both_pass", "both_fail", "reversed")
 
 
-def label_quality(pairs: pl.DataFrame) -> dict:
+def label_quality(pairs: pl.DataFrame | pl.LazyFrame) -> dict:
     """For the pairs whose prompt carries constraints: how many, and the count and share of each class —
     chosen passes and rejected fails (the verifiers agree), both pass, both fail (the verifiers cannot tell),
     reversed (chosen fails and rejected passes: the verifiers disagree)."""
-    if "chosen_passed" not in pairs.columns:
+    pairs = pairs.lazy()
+    if "chosen_passed" not in pairs.collect_schema().names():
         return {"verified_pairs": 0}
     verified = pairs.filter(pl.col("chosen_passed").is_not_null() & pl.col("rejected_passed").is_not_null())
     chosen, rejected = pl.col("chosen_passed"), pl.col("rejected_passed")
     label = (pl.when(chosen & ~rejected).then(pl.lit(LABEL_CLASSES[0])).when(chosen & rejected).then(pl.lit(LABEL_CLASSES[1]))
              .when(~chosen & ~rejected).then(pl.lit(LABEL_CLASSES[2])).otherwise(pl.lit(LABEL_CLASSES[3])))
-    counts = dict(verified.select(label.alias("label")).group_by("label").len().iter_rows())
-    n = verified.height
+    counts = dict(verified.select(label.alias("label")).group_by("label").len().collect().iter_rows())
+    n = sum(counts.values())
     return {"verified_pairs": n, "counts": {c: counts.get(c, 0) for c in LABEL_CLASSES},
             "shares": {c: round(counts.get(c, 0) / n, 4) if n else None for c in LABEL_CLASSES}}
 

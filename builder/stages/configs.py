@@ -12,6 +12,8 @@ from builder.judging.options import PointwiseJudgeKnobs
 PROMPTS_HELP = ("JSONL/JSON/parquet/CSV file, a saved `datasets` folder, hf:NAME[:SPLIT], or a version id "
                 "[default: the shipped sample prompts]")
 LIMIT_HELP = "Use only the first N rows of the input (prompts, or ranked groups)"
+SHARD_SIZE = 16_384
+
 RANKED_HELP = ("Human-ranked groups (prompt, responses, ranks with 1 the best): a file, a `datasets` folder, hf:NAME[:SPLIT], "
                "or a version with a ranked/heldout table [default: the shipped seed set]")
 
@@ -41,12 +43,23 @@ class MakePairsConfig(ModelKnobs, SamplingKnobs, JudgeModelKnobs, PointwiseJudge
                                               "of the best (and above the worst) [default: off, the highest mean]", rule="non_negative")
     verify: bool = knob(False, "Verifiers as rewards (rule checks_first): on prompts that carry constraints, a candidate that "
                                "fails a check is never chosen over one that passes; within a class the judge decides")
+    shard_size: int = knob(SHARD_SIZE, "Prompts per shard: the build runs, saves and resumes shard by shard, in memory bounded "
+                                       "by this (rounded up to whole blocks of 16 batches); the version is the same whatever it is",
+                           rule="positive")
+    shard: str | None = knob(None, "I/N: run only the shards k with k % N == I (worker I of N against one store); the run that "
+                                   "finds every shard finished merges them [default: every shard, then the merge]")
 
     def validate(self) -> None:
         check_knobs(self)
         self.check_engine()
         self.judge_engine()
         self.check_executor()
+        if self.worker() is not None and self.executor != "local":
+            raise BuilderError("--shard runs one worker's shards in this process; --executor ray runs every shard: give one of them")
+
+    def worker(self) -> tuple[int, int] | None:
+        """--shard I/N as (I, N), or None: every shard."""
+        return parse_worker(self.shard)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,3 +145,13 @@ class ImportOasstConfig:
 
     def validate(self) -> None:
         check_knobs(self)
+
+
+def parse_worker(text: str | None) -> tuple[int, int] | None:
+    """"I/N" (0 <= I < N) as (I, N); one line for anything else."""
+    if text is None:
+        return None
+    index, _, count = text.partition("/")
+    if not (index.strip().isdigit() and count.strip().isdigit()) or not 0 <= int(index) < int(count):
+        raise BuilderError(f"--shard must be I/N with 0 <= I < N, e.g. 0/4 (got {text!r})")
+    return int(index), int(count)

@@ -31,6 +31,9 @@ class LocalExecutor:
     def device(self) -> Device:
         return local_device()
 
+    def has_gpus(self) -> bool:
+        return False  # GPUs are asked for by tasks; this process uses whatever it sees
+
     def run(self, function: Callable, calls: list[Call], gpus: int = 0, label: str = "shards") -> list:
         results = []
         for i, call in enumerate(calls):
