@@ -1,6 +1,7 @@
 """The shard executors: in-process, and Ray tasks on a real local Ray cluster (two CPUs, no dashboard, its logs and
 sockets in a temporary folder, shut down after the module)."""
 
+import json
 import os
 import shutil
 import sys
@@ -8,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import run_builder
 
 from builder.core.errors import BuilderError
 from builder.stages.executor import RAY_RETRIES, LocalExecutor, open_executor
@@ -16,10 +18,12 @@ ray = pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    """A local Ray cluster for this module. Its folder is short on purpose: Ray's socket paths must stay under 108 characters."""
+def ray_cluster(tmp_path_factory):
+    """A local Ray cluster for this module, its workers with the tests' model cache (conftest's isolated_cache). Its
+    folder (logs, sockets) is short on purpose: Ray's socket paths must stay under 108 characters."""
     folder = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=folder)
+    cache = {"BUILDER_CACHE": str(tmp_path_factory.getbasetemp() / "builder-cache")}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=folder, runtime_env={"env_vars": cache})
     # The tasks below live in this test module, which the workers cannot import: send them by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     try:
@@ -74,3 +78,19 @@ def test_a_task_whose_worker_dies_is_retried(ray_cluster, tmp_path):
         assert executor.run(die_once, [(str(tmp_path),)]) == ["done"]
     assert (tmp_path / "died").exists()
 
+
+
+def test_make_pairs_on_ray_is_the_same_version_as_a_local_run(ray_cluster, tiny_model, tmp_path):
+    """Two shards (16 prompts per shard at batch size 1, 18 prompts) as Ray tasks, each loading its own engine, then
+    the merge here: the same id and the very same table files as the local run in another store."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"Name thing number {i}."}) + "\n" for i in range(18)))
+    fast = ["--model", tiny_model, "--prompts", prompts, "--n-samples", "2", "--n-judgments", "1", "--max-new-tokens", "8",
+            "--judge-max-new-tokens", "24", "--batch-size", "1", "--shard-size", "16"]
+    local = run_builder("make-pairs", *fast, "--store", tmp_path / "local", check=True).stdout.strip().splitlines()[-1]
+    on_ray = run_builder("make-pairs", *fast, "--store", tmp_path / "ray", "--executor", "ray", check=True)
+    assert on_ray.stdout.strip().splitlines()[-1] == local
+    manifests = [json.loads((tmp_path / store / local / "manifest.json").read_text()) for store in ("local", "ray")]
+    tables = [{name: f for name, f in m["files"].items() if name != "README.md"} for m in manifests]
+    assert tables[0] == tables[1] and len(tables[0]) >= 5, "every table file has the same sha256"
+    assert manifests[0]["counts"] == manifests[1]["counts"] and manifests[0]["counts"]["prompts"] == 18

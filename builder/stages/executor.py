@@ -6,8 +6,11 @@ needs the builder installed and the store at the same path (a shared filesystem)
 its worker died, or by the same command after the run was killed) asks for nothing that was already answered.
 
 Ray does the scheduling: a task asks for one GPU (or `--tensor-parallel-size` of them) where its backend runs a
-model on the cluster's GPUs, none otherwise; a task whose worker process dies is retried up to RAY_RETRIES times;
-an error the task raised is not retried (bad input stays bad) and ends the run with its one line.
+model on the cluster's GPUs; on a cluster of CPUs, for a whole node's CPUs, and it computes with as many threads,
+as a local run on that node does (float sums depend on the thread count, so a task on one thread would not give a
+local run's bytes); a task that only calls servers asks for one CPU. A task whose worker process dies is retried
+up to RAY_RETRIES times; an error the task raised is not retried (bad input stays bad) and ends the run with its
+one line.
 """
 
 import contextlib
@@ -34,7 +37,10 @@ class LocalExecutor:
     def has_gpus(self) -> bool:
         return False  # GPUs are asked for by tasks; this process uses whatever it sees
 
-    def run(self, function: Callable, calls: list[Call], gpus: int = 0, label: str = "shards") -> list:
+    def node_cpus(self) -> int:
+        return 1
+
+    def run(self, function: Callable, calls: list[Call], gpus: int = 0, cpus: int = 1, label: str = "shards") -> list:
         results = []
         for i, call in enumerate(calls):
             if len(calls) > 1:
@@ -52,17 +58,21 @@ class RayExecutor:
     def has_gpus(self) -> bool:
         return self.ray.cluster_resources().get("GPU", 0) >= 1
 
+    def node_cpus(self) -> int:
+        """The CPUs of the smallest node: what a task that takes a whole node asks for."""
+        return int(min(node["Resources"].get("CPU", 0) for node in self.ray.nodes() if node["Alive"] and node["Resources"].get("CPU")))
+
     def device(self) -> Device:
         """The device a task gets: asked of a task on one of the cluster's GPUs, or a CPU when it has none."""
         if not self.has_gpus():
             return Device("cpu")
         return self.ray.get(self.ray.remote(num_gpus=1)(local_device).remote())
 
-    def run(self, function: Callable, calls: list[Call], gpus: int = 0, label: str = "shards") -> list:
-        """function(*call) for every call as a Ray task, `gpus` GPUs each; the results in the order of `calls`."""
+    def run(self, function: Callable, calls: list[Call], gpus: int = 0, cpus: int = 1, label: str = "shards") -> list:
+        """function(*call) for every call as a Ray task of `gpus` GPUs and `cpus` CPUs; the results in the order of `calls`."""
         ray = self.ray
-        task = ray.remote(function).options(num_gpus=gpus, max_retries=RAY_RETRIES, retry_exceptions=False)
-        refs = [task.remote(*call) for call in calls]
+        task = ray.remote(on_given_cpus).options(num_gpus=gpus, num_cpus=cpus, max_retries=RAY_RETRIES, retry_exceptions=False)
+        refs = [task.remote(function, *call) for call in calls]
         order = {ref: i for i, ref in enumerate(refs)}
         results: list = [None] * len(refs)
         pending = list(refs)
@@ -78,6 +88,16 @@ class RayExecutor:
                 for ref in pending:  # after a failure (or a Ctrl-C): what is finished is saved, the rest stops
                     ray.cancel(ref)
         return results
+
+
+def on_given_cpus(function: Callable, *args):
+    """function(*args) in a Ray worker, torch computing on as many threads as the task was given CPUs (Ray sets
+    OMP_NUM_THREADS when it starts a worker, but a worker it reuses keeps the count of its first task)."""
+    import ray
+    import torch
+
+    torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
+    return function(*args)
 
 
 def fetch(ray, ref, index: int):

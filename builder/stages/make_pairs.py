@@ -79,7 +79,9 @@ def make_pairs_on(config: MakePairsConfig, store: Store) -> tuple[Version, bool]
         if count:
             task_config, task_store = portable(build.config, store)
             calls = [(task_config, task_store, k) for k in range(count)]
-            executor.run(run_make_pairs_shard, calls, gpus=gpus_per_task(build.config, executor), label="make-pairs shards")
+            gpus = gpus_per_task(build.config, executor)
+            cpus = executor.node_cpus() if not gpus and runs_a_model(build.config) else 1
+            executor.run(run_make_pairs_shard, calls, gpus=gpus, cpus=cpus, label="make-pairs shards")
     return merge_make_pairs(build.config, store)
 
 
@@ -94,10 +96,14 @@ def portable(config: MakePairsConfig, store: Store) -> tuple[MakePairsConfig, St
     return replace(config, **paths), Store(store.root.resolve(), store.recipe)
 
 
+def runs_a_model(config: MakePairsConfig) -> bool:
+    """Whether a task drives a model itself (transformers, vllm) rather than only calling servers."""
+    return bool({config.backend, config.judge_engine()[0]} & {"transformers", "vllm"})
+
+
 def gpus_per_task(config: MakePairsConfig, executor) -> int:
-    """A task drives its own engine: a local model asks for its GPUs where the cluster has any; a pool of servers for none."""
-    local = {config.backend, config.judge_engine()[0]} & {"transformers", "vllm"}
-    return config.tensor_parallel_size if local and executor.has_gpus() else 0
+    """A task that drives a model asks for its GPUs where the cluster has any; one that calls servers for none."""
+    return config.tensor_parallel_size if runs_a_model(config) and executor.has_gpus() else 0
 
 
 @dataclass
