@@ -65,11 +65,11 @@ def labelled(contestants: list[Contestant]) -> list[Contestant]:
 def read_answers(contestant: Contestant, store: Store) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(prompts, answers) of a file or version contestant."""
     if contestant.kind == "version":
-        folder = store.find(contestant.spec)
-        if not (folder / "candidates.parquet").exists():
-            raise BuilderError(f"version {folder.name} has no candidates to read answers from")
-        prompts = pl.read_parquet(folder / "prompts.parquet")
-        answers = pl.read_parquet(folder / "candidates.parquet").filter(pl.col("sample_index") == 0)
+        version = store.load(contestant.spec)
+        if not version.has_table("candidates"):
+            raise BuilderError(f"version {version.id} has no candidates to read answers from")
+        prompts = version.read("prompts")
+        answers = version.scan("candidates").filter(pl.col("sample_index") == 0).collect()
         return prompts, answers.select(list(ANSWERS_SCHEMA)).cast(ANSWERS_SCHEMA)
     raw = read_file(Path(contestant.spec).expanduser())
     if "response" not in raw.columns:

@@ -68,13 +68,13 @@ def data_table(store: Store, spec: str, method: str):
 
     table = {"sft": "sft", "dpo": "pairs"}[method]
     version = store.load(spec)
-    path = version.folder / f"{table}.parquet"
-    if not path.exists():
+    files = version.files_of(table)
+    if not files:
         raise BuilderError(f"version {version.id} has no {table} table; train {method} needs a {'mix-sft' if method == 'sft' else 'make-pairs'} version")
     rows = version.manifest.counts.get(table, 0)
     if rows == 0:
         raise BuilderError(f"version {version.id} has no {table} rows to train on")
-    dataset = load_dataset("parquet", data_files=str(path), split="train")
+    dataset = load_dataset("parquet", data_files=[str(path) for path in files], split="train")
     keep = ["prompt", "completion"] if method == "sft" else ["prompt", "chosen", "rejected"]
     return dataset.select_columns(keep), version
 

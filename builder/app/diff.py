@@ -95,7 +95,7 @@ def _median(values: pl.Series) -> float | None:
 def read_tables(version: Version) -> dict[str, pl.DataFrame]:
     if version.manifest.kind != "pairs":
         raise BuilderError(f"diff compares pairs versions; {version.id} is a {version.manifest.kind} version")
-    return {name: pl.read_parquet(version.folder / f"{name}.parquet") for name in TABLES}
+    return {name: version.read(name) for name in TABLES}
 
 
 def diff_versions(a: Version, b: Version) -> VersionDiff:

@@ -30,7 +30,7 @@ from builder.core.stage import identity_problem
 from builder.core.store import Store, Version
 
 REPO_TYPE = "dataset"
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")  # a file, or a table's part
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import polars as pl
 
 from builder.core.errors import BuilderError
 from builder.core.manifest import Manifest
-from builder.core.store import Store
+from builder.core.store import Store, table_files
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,10 @@ class LocatedVersion:
     def file(self, name: str) -> str:
         return f"{self.location}/{name}"
 
+    def tables(self) -> dict[str, list[str]]:
+        """Table name → the paths of its files (one, or its parts)."""
+        return {name: [self.file(f) for f in files] for name, files in table_files(self.manifest.files).items()}
+
 
 def connect(store: Store, attach: tuple[str, ...] = ()) -> duckdb.DuckDBPyConnection:
     connection = duckdb.connect()
@@ -48,13 +52,13 @@ def connect(store: Store, attach: tuple[str, ...] = ()) -> duckdb.DuckDBPyConnec
         raise BuilderError(f"store {store.root} has no versions yet")
     # every table any version has becomes a view, pairs and evaluation versions alike; an attached manifest
     # comes from elsewhere, so only plain names become SQL identifiers
-    names = {name.removesuffix(".parquet") for v in located for name in v.manifest.files if name.endswith(".parquet")}
+    names = {name for v in located for name in v.tables()}
     tables = sorted(name for name in names if name.isidentifier())
     for table in tables:
         parts = [
-            f"SELECT {sql_string(v.id)} AS version, * FROM read_parquet({sql_string(v.file(f'{table}.parquet'))})"
+            f"SELECT {sql_string(v.id)} AS version, * FROM read_parquet({sql_list(v.tables()[table])})"
             for v in located
-            if v.has(f"{table}.parquet")
+            if table in v.tables()
         ]
         if parts:
             connection.execute(f'CREATE VIEW "{table}" AS ' + " UNION ALL BY NAME ".join(parts))
@@ -124,6 +128,11 @@ def use_hub_token(connection: duckdb.DuckDBPyConnection) -> None:
 
 def sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def sql_list(texts: list[str]) -> str:
+    """A table's files for read_parquet: one path, or the list of its parts."""
+    return sql_string(texts[0]) if len(texts) == 1 else "[" + ", ".join(map(sql_string, texts)) + "]"
 
 
 def versions_frame(versions: list[LocatedVersion]) -> pl.DataFrame:

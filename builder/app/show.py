@@ -39,7 +39,12 @@ def versions_table(store: Store) -> Table:
 
 
 def models_table(models: list[dict]) -> Table:
-    from builder.core.registry import ancestry, checkpoint_summary, final_metrics, judge_accuracy_text
+    from builder.core.registry import (
+        ancestry,
+        checkpoint_summary,
+        final_metrics,
+        judge_accuracy_text,
+    )
 
     by_name = {m["name"]: m for m in models}
     table = Table(title="models", title_justify="left")
@@ -228,10 +233,8 @@ def kind_view(version: Version, damaged: list[str]) -> Group:
     for name, value in m.stats.items():
         stats.add_row(name.replace("_", " "), _pct(value) if name.endswith("_rate") else _value(value))
     parts = [Panel(summary, title="manifest", title_align="left"), counts, stats]
-    if m.counts.get("dropped") and "dropped.parquet" not in damaged:
-        import polars as pl
-
-        dropped = pl.read_parquet(version.folder / "dropped.parquet").group_by("level", "reason").len().sort("level", "reason")
+    if m.counts.get("dropped") and not any(name.startswith("dropped") for name in damaged):
+        dropped = version.scan("dropped").group_by("level", "reason").len().sort("level", "reason").collect()
         drops = Table(title="dropped, by reason", title_justify="left")
         for column in ("level", "reason", "rows"):
             drops.add_column(column, justify="right" if column == "rows" else "left")

@@ -273,7 +273,7 @@ def index_prompts(spec: str | None, store, limit: int | None = None) -> PromptIn
     key = stable_hash({"input": source.fingerprint, "limit": limit, "layout": 1})[:24]
     folder = store.root / ".cache" / "prompts" / key
     if not (folder / "index.json").is_file():
-        partial = folder.with_name(f".{key}.partial-{os.getpid()}")
+        partial = folder.with_name(f".partial-{key}-{os.getpid()}")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         try:

@@ -193,7 +193,7 @@ class Store:
     def stale_partials(self) -> list[Path]:
         """Half-written versions and cache shards whose writing process is gone."""
         shards = [p for folder in (self.root / ".cache" / "generations").glob("*") for p in stale_partials(folder)]
-        return stale_partials(self.root) + shards
+        return stale_partials(self.root) + shards + stale_partials(self.root / ".cache" / "prompts")
 
     def remove_stale_partials(self, version_id: str | None = None) -> list[Path]:
         """Every leftover of a dead run, or only the half-written folders of `version_id`."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 
-from builder.app.query import sql_string
+from builder.app.query import sql_list, sql_string
 from builder.core.store import Version
 
 PROMPTS_PER_PAGE = 20
@@ -35,19 +35,19 @@ class Page:
 def open_tables(version: Version) -> duckdb.DuckDBPyConnection:
     """An in-memory connection with one view per parquet table of the version, able to read those files only."""
     tables = {
-        name.removesuffix(".parquet"): str((version.folder / name).resolve())
-        for name in version.manifest.files
-        if name.endswith(".parquet") and name.removesuffix(".parquet").isidentifier() and (version.folder / name).is_file()
+        name: [str(path.resolve()) for path in version.files_of(name)]
+        for name in version.table_names()
+        if name.isidentifier() and all(path.is_file() for path in version.files_of(name))
     }
     connection = duckdb.connect(":memory:")
-    allowed = "[" + ", ".join(sql_string(path) for path in tables.values()) + "]::VARCHAR[]"
+    allowed = "[" + ", ".join(sql_string(path) for paths in tables.values() for path in paths) + "]::VARCHAR[]"
     connection.execute(f"SET allowed_paths = {allowed}")
     connection.execute("SET temp_directory = ''")  # never spill to disk (DuckDB's default is a .tmp folder in the cwd)
     connection.execute("SET enable_external_access = false")
     connection.execute("SET autoinstall_known_extensions = false")
     connection.execute("SET lock_configuration = true")
-    for table, path in tables.items():
-        connection.execute(f'CREATE VIEW "{table}" AS SELECT * FROM read_parquet({sql_string(path)})')
+    for table, paths in tables.items():
+        connection.execute(f'CREATE VIEW "{table}" AS SELECT * FROM read_parquet({sql_list(paths)})')
     return connection
 
 
