@@ -5,7 +5,7 @@ over the iterations of a loop gives one table and one plot.
 """
 
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 
 import numpy as np
 import polars as pl
@@ -16,7 +16,8 @@ from builder.core.prompts import load_prompts
 from builder.core.records import Constraint, Sampling, stable_hash
 from builder.core.stage import StageOutput, build_version
 from builder.core.store import Store, Version
-from builder.engines.generators import Generator, load_generator, resolve_dtype
+from builder.engines.batching import engine_identity, resolve_engine
+from builder.engines.generators import Generator, load_generator
 from builder.engines.models import ModelRef, resolve_model
 from builder.engines.options import EngineOptions
 from builder.judging.metrics import length_controlled_win_rate, shares_with_ci
@@ -43,7 +44,6 @@ from evaluators.plots import outcome_bars
 
 def head_to_head(config: HeadToHeadConfig, store: Store) -> tuple[Version, bool]:
     config.validate()
-    config = replace(config, dtype=resolve_dtype(config.dtype))
     sampling = lambda temperature: Sampling(1, temperature, config.top_p, config.max_new_tokens)
     a_side = [resolve_contestant(spec, sampling(config.a_temperature), store, config.backend == "openai") for spec in config.a]
     b_side = [resolve_contestant(spec, sampling(config.b_temperature), store, config.backend == "openai") for spec in config.b]
@@ -71,7 +71,10 @@ def head_to_head(config: HeadToHeadConfig, store: Store) -> tuple[Version, bool]
                           judge_backend, judge_options)
     template, judge_sampling = setup.template, setup.sampling
     judge_ref = resolve_model(config.judge, store.root, judge_backend == "openai")
-    engine = {"backend": config.backend, "dtype": config.dtype, "batch_size": config.batch_size}
+    generating = [c for c in contestants if c.model is not None]
+    config = resolve_engine(config, [judge_ref] + [c.model for c in generating], [judge_sampling] + [c.sampling for c in generating],
+                            judge_backend)
+    engine = engine_identity(config.backend, config.dtype, config.batch_size, judge_backend)
     identity = {
         "input": stable_hash(prompts["prompt_id"].to_list()),
         "contestants": [c.to_json() for c in contestants],

@@ -17,7 +17,7 @@ Accuracy and baseline carry Wilson 95% intervals; an interval that holds 0.5 is 
 """
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import polars as pl
 
@@ -28,7 +28,8 @@ from builder.core.records import Sampling, stable_hash
 from builder.core.schemas import CHECKS_SCHEMA, DROPPED_SCHEMA
 from builder.core.stage import StageOutput, build_version
 from builder.core.store import Store, Version
-from builder.engines.generators import load_generator, resolve_dtype
+from builder.engines.batching import engine_identity, resolve_engine
+from builder.engines.generators import load_generator
 from builder.engines.models import resolve_model
 from builder.judging.health import scores_health
 from builder.judging.metrics import share_with_ci
@@ -91,7 +92,6 @@ def load_sources(config: JudgeAccuracyConfig, store: Store) -> Sources:
 
 def evaluate_judge(config: JudgeAccuracyConfig, store: Store) -> tuple[Version, bool]:
     config.validate()
-    config = replace(config, dtype=resolve_dtype(config.dtype))
     judge_backend, judge_options = config.judge_engine()
     setup = prepare_judge("pointwise", config.judge_template, config.n_judgments, config.judge_temperature, config.judge_top_p,
                           config.judge_max_new_tokens, config.judge_constraint, config.rationale_min_chars, config.rationale_max_chars,
@@ -103,7 +103,9 @@ def evaluate_judge(config: JudgeAccuracyConfig, store: Store) -> tuple[Version, 
 
     judge_ref = resolve_model(config.judge, store.root, judge_backend == "openai")  # after the inputs: bad input fails first
     policy_ref = resolve_model(config.policy or config.judge, store.root, config.backend == "openai") if verifiable else None
-    engine = {"backend": config.backend, "dtype": config.dtype, "batch_size": config.batch_size}
+    config = resolve_engine(config, [judge_ref, policy_ref or judge_ref], [judge_sampling] + ([candidate_sampling] if verifiable else []),
+                            judge_backend)
+    engine = engine_identity(config.backend, config.dtype, config.batch_size, judge_backend)
     identity = {
         "inputs": sources.fingerprints,
         "judge": judge_ref.fingerprint,

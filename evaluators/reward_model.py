@@ -6,7 +6,7 @@ Ranked groups: JSONL/JSON/parquet/CSV rows with `prompt` (or `messages`), `respo
 """
 
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import polars as pl
@@ -16,7 +16,8 @@ from builder.core.records import stable_hash
 from builder.core.schemas import drops
 from builder.core.stage import StageOutput, build_version
 from builder.core.store import Store, Version
-from builder.engines.generators import load_generator, resolve_dtype
+from builder.engines.batching import engine_identity, resolve_engine
+from builder.engines.generators import load_generator
 from builder.engines.models import resolve_model
 from builder.judging.health import scores_health
 from builder.judging.metrics import group_metrics, summarise_groups
@@ -32,7 +33,6 @@ from evaluators.plots import score_histogram
 
 def evaluate_reward_model(config: RewardModelConfig, store: Store) -> tuple[Version, bool]:
     config.validate()
-    config = replace(config, dtype=resolve_dtype(config.dtype))
     raw, source = load_seed(config.ranked, "ranked", store)
     prompts, candidates, dropped_groups = ranked_tables(raw, source.spec, config.limit)
     setup = prepare_judge("pointwise", config.judge_template, config.n_judgments, config.judge_temperature, config.judge_top_p,
@@ -40,7 +40,8 @@ def evaluate_reward_model(config: RewardModelConfig, store: Store) -> tuple[Vers
                           config.backend, config.engine_options)
     template, sampling = setup.template, setup.sampling
     judge_ref = resolve_model(config.model, store.root, config.backend == "openai")
-    engine = {"backend": config.backend, "dtype": config.dtype, "batch_size": config.batch_size}
+    config = resolve_engine(config, [judge_ref], [sampling])
+    engine = engine_identity(config.backend, config.dtype, config.batch_size)
     identity = {
         "input": stable_hash(candidates.select("candidate_id", "response", "human_rank").rows()),
         "judge": judge_ref.fingerprint,

@@ -33,9 +33,28 @@ class FiniteFloat(click.ParamType):
 FINITE_FLOAT = FiniteFloat()
 
 
+class WholeOrAuto(click.ParamType):
+    """A knob typed `int | str`: a whole number, or the word `auto` (the stage resolves it)."""
+
+    name = "integer|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value == "auto":
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a whole number nor auto", param, ctx)
+
+
+WHOLE_OR_AUTO = WholeOrAuto()
+
+
 def _base_type(annotation):
-    """int for `int | None`, str for `tuple[str, ...]`: the type of one value."""
+    """int for `int | None`, str for `tuple[str, ...]`, WHOLE_OR_AUTO for `int | str`: the type of one value."""
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        if {int, str} <= set(typing.get_args(annotation)):
+            return WHOLE_OR_AUTO, False
         annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
     if typing.get_origin(annotation) is tuple:
         return typing.get_args(annotation)[0], True
@@ -55,7 +74,7 @@ def click_option(name: str, annotation, default, knob: Knob):
     elif knob.path:
         param_type = click.Path(dir_okay=False)
     else:
-        param_type = {int: int, float: FINITE_FLOAT, str: str}.get(kind, str)
+        param_type = kind if kind is WHOLE_OR_AUTO else {int: int, float: FINITE_FLOAT, str: str}.get(kind, str)
     required = default is MISSING
     return click.option(*declarations, type=param_type, default=None if required else default, multiple=multiple, required=required,
                         show_default=not required and default not in (None, ()), help=knob.help)

@@ -8,6 +8,7 @@ any order; the cache then saves answers as they complete rather than per batch.
 
 import hashlib
 import os
+from collections.abc import Callable
 from typing import Protocol
 
 from builder.core.errors import BuilderError
@@ -123,16 +124,19 @@ def batch_seed(requests: list[Request]) -> int:
     return int(digest[:15], 16)
 
 
-def resolve_dtype(dtype: str) -> str:
+def resolve_dtype(dtype: str, on_gpu: Callable[[], bool] | None = None) -> str:
     """'auto' is bfloat16 on a GPU and float32 on a CPU: a CPU without AVX512-BF16 or AMX emulates bfloat16
-    matmuls, which made generation 5.2x slower than float32 on this project's AVX2 machine."""
+    matmuls, which made generation 5.2x slower than float32 on this project's AVX2 machine. `on_gpu` says whether
+    generation runs on a GPU [default: whether this process sees one]."""
     if dtype not in DTYPES:
         raise BuilderError(f"unknown dtype {dtype!r} (available: {', '.join(DTYPES)})")
     if dtype != "auto":
         return dtype
-    import torch
+    if on_gpu is None:
+        import torch
 
-    return "bfloat16" if torch.cuda.is_available() else "float32"
+        return "bfloat16" if torch.cuda.is_available() else "float32"
+    return "bfloat16" if on_gpu() else "float32"
 
 
 def guided_decoding(backend: str, engine_options=None) -> dict | None:

@@ -7,6 +7,16 @@ from builder.core.knobs import knob
 
 BACKENDS = ("transformers", "vllm", "openai")
 DTYPES = ("auto", "bfloat16", "float16", "float32")  # auto: see generators.resolve_dtype
+AUTO = "auto"  # --batch-size auto: see batching.py
+
+
+def parse_batch_size(value: int | str) -> int | str:
+    """'auto' or a positive whole number (as typed, or from a recipe); anything else is a one-line error."""
+    if value == AUTO:
+        return AUTO
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BuilderError(f"--batch-size must be auto or a positive whole number (got {value!r})")
+    return value
 
 
 @dataclass(frozen=True)
@@ -41,7 +51,8 @@ class EngineKnobs:
     seed: int = knob(0, "Random seed: every sampled request, split and shuffle follows from it")
     backend: str = knob("transformers", "transformers (in-process), vllm (in-process engine), openai (OpenAI-compatible servers)",
                         choices=BACKENDS)
-    batch_size: int = knob(16, "Requests per generate call", rule="positive")
+    batch_size: int | str = knob("auto", "Requests per generate call; auto: sized to the device (16 on a CPU, up to 128 on a GPU as "
+                                          "its free memory allows, 1024 for vllm), the number used is in the manifest")
     dtype: str = knob("auto", "auto: bfloat16 on a GPU, float32 on a CPU", choices=DTYPES)
     endpoints: tuple[str, ...] = knob((), "openai: a server's API root, e.g. http://127.0.0.1:8000/v1; repeat for a pool", flag="--endpoint")
     max_concurrency: int = knob(8, "openai: requests in flight per endpoint", rule="positive")
@@ -57,6 +68,7 @@ class EngineKnobs:
                              self.api_key_env, self.tensor_parallel_size, self.max_model_len)
 
     def check_engine(self) -> None:
+        parse_batch_size(self.batch_size)
         self.engine_options.check(self.backend)
 
 

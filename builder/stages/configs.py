@@ -24,7 +24,21 @@ RANKED_HELP = ("Human-ranked groups (prompt, responses, ranks with 1 the best): 
 
 
 @dataclass(frozen=True, kw_only=True)
-class MakePairsConfig(ModelKnobs, SamplingKnobs, JudgeModelKnobs, PointwiseJudgeKnobs, EngineKnobs):
+class ExecutorKnobs:
+    """Where a sharded stage's shards run (builder/stages/executor.py); not part of any identity."""
+
+    executor: str = knob("local", "local: every shard in this process; ray: every shard as a Ray task, then the merge here",
+                         choices=("local", "ray"))
+    ray_address: str | None = knob(None, "ray: the cluster to run on (auto: the one this machine belongs to; ray://HEAD:10001) "
+                                         "[default: a local cluster started for this run]")
+
+    def check_executor(self) -> None:
+        if self.ray_address is not None and self.executor != "ray":
+            raise BuilderError("--ray-address needs --executor ray")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MakePairsConfig(ModelKnobs, SamplingKnobs, JudgeModelKnobs, PointwiseJudgeKnobs, EngineKnobs, ExecutorKnobs):
     """`builder make-pairs`: N candidates per prompt, K self-judgments each, averaged; best vs worst is a pair."""
 
     prompts: str | None = knob(None, PROMPTS_HELP, short="-p")
@@ -44,7 +58,9 @@ class MakePairsConfig(ModelKnobs, SamplingKnobs, JudgeModelKnobs, PointwiseJudge
         check_knobs(self)
         self.check_engine()
         self.judge_engine()
-        self.worker()
+        self.check_executor()
+        if self.worker() is not None and self.executor != "local":
+            raise BuilderError("--shard runs one worker's shards in this process; --executor ray runs every shard: give one of them")
 
     def worker(self) -> tuple[int, int] | None:
         """--shard I/N as (I, N), or None: every shard."""

@@ -17,7 +17,7 @@ and written as the `heldout` table in the ranked format, for `builder eval rewar
 
 import hashlib
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 
 import polars as pl
 
@@ -28,7 +28,8 @@ from builder.core.records import stable_hash
 from builder.core.schemas import drops
 from builder.core.stage import StageOutput, build_version
 from builder.core.store import Store, Version
-from builder.engines.generators import load_generator, resolve_dtype
+from builder.engines.batching import engine_identity, resolve_engine
+from builder.engines.generators import load_generator
 from builder.engines.models import resolve_model
 from builder.judging.judge import JudgeTemplate
 from builder.judging.metrics import group_metrics
@@ -50,7 +51,6 @@ def held_out_ids(prompt_ids: list[str], fraction: float, seed: int) -> set[str]:
 
 def make_eft(config: MakeEftConfig, store: Store) -> tuple[Version, bool]:
     config.validate()
-    config = replace(config, dtype=resolve_dtype(config.dtype))
     raw, source = load_seed(config.ranked, "ranked", store)
     prompts, candidates, dropped_groups = ranked_tables(raw, source.spec, config.limit, source.fingerprint)
     heldout = held_out_ids(prompts["prompt_id"].to_list(), config.held_out, config.seed)
@@ -59,7 +59,8 @@ def make_eft(config: MakeEftConfig, store: Store) -> tuple[Version, bool]:
                           config.backend, config.engine_options)
     template, sampling = setup.template, setup.sampling
     model_ref = resolve_model(config.model, store.root, config.backend == "openai")
-    engine = {"backend": config.backend, "dtype": config.dtype, "batch_size": config.batch_size}
+    config = resolve_engine(config, [model_ref], [sampling])
+    engine = engine_identity(config.backend, config.dtype, config.batch_size)
     identity = {
         "input": stable_hash(candidates.select("candidate_id", "response", "human_rank").rows()),
         "held_out": config.held_out, "model": model_ref.fingerprint, "sampling": asdict(sampling),

@@ -14,6 +14,7 @@ order (the input's), then sample order, so that it is the same whatever the shar
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import polars as pl
 
@@ -33,7 +34,8 @@ from builder.core.stage import (
 from builder.core.staging import FinishedShard
 from builder.core.stats import pairs_stats
 from builder.core.store import Parts, Store, Version
-from builder.engines.generators import Generator, load_generator, resolve_dtype
+from builder.engines.batching import Device, engine_identity, local_device, resolve_engine
+from builder.engines.generators import Generator, load_generator
 from builder.engines.models import ModelRef, resolve_model
 from builder.engines.runner import answer_lazily
 from builder.judging.health import pairs_health
@@ -51,6 +53,7 @@ from builder.stages.aggregate import (
     select_pairs,
 )
 from builder.stages.configs import MakePairsConfig
+from builder.stages.executor import open_executor
 from builder.stages.fit_context import context_record, drop_too_long
 from builder.stages.pairs_card import render_pairs_card
 
@@ -61,9 +64,47 @@ TABLES = ("prompts", "candidates", "judgments", "pairs", "dropped", "checks")
 def make_pairs(config: MakePairsConfig, store: Store) -> tuple[Version | None, bool]:
     """Build (or find) the version for this configuration: every unfinished shard (with --shard I/N, worker I's
     shards only), then the merge once every shard is finished. Returns (version, built_now), or (None, False)
-    when this worker leaves shards to others."""
+    when this worker leaves shards to others. With --executor ray every shard is a Ray task, then the merge runs here."""
+    if config.executor != "local":
+        return make_pairs_on(config, store)
     build = PairsBuild.prepare(config, store)
     return build_sharded(store, "pairs", build.identity, build.stage(), config.worker())
+
+
+def make_pairs_on(config: MakePairsConfig, store: Store) -> tuple[Version, bool]:
+    """Every shard as a task of the executor, then the merge in this process: the same version as a local run.
+    `auto` settings are resolved here, for the device the tasks get, and the tasks receive them resolved."""
+    with open_executor(config.executor, config.ray_address) as executor:
+        build = PairsBuild.prepare(config, store, executor.device)
+        count = shard_count(build.config, store)
+        if count:
+            task_config, task_store = portable(build.config, store)
+            calls = [(task_config, task_store, k) for k in range(count)]
+            gpus = gpus_per_task(build.config, executor)
+            cpus = executor.node_cpus() if not gpus and runs_a_model(build.config) else 1
+            executor.run(run_make_pairs_shard, calls, gpus=gpus, cpus=cpus, label="make-pairs shards")
+    return merge_make_pairs(build.config, store)
+
+
+def portable(config: MakePairsConfig, store: Store) -> tuple[MakePairsConfig, Store]:
+    """The configuration and store as a task elsewhere reads them: every path that exists here made absolute (a
+    worker's folder is not this one; on a cluster the store and inputs must be on a filesystem every node shares).
+    Only the paths change, and no path is in a version's tables or identity."""
+    def absolute(spec: str | None) -> str | None:
+        return str(Path(spec).expanduser().resolve()) if spec and Path(spec).expanduser().exists() else spec
+
+    paths = {name: absolute(getattr(config, name)) for name in ("prompts", "model", "judge", "judge_template")}
+    return replace(config, **paths), Store(store.root.resolve(), store.recipe)
+
+
+def runs_a_model(config: MakePairsConfig) -> bool:
+    """Whether a task drives a model itself (transformers, vllm) rather than only calling servers."""
+    return bool({config.backend, config.judge_engine()[0]} & {"transformers", "vllm"})
+
+
+def gpus_per_task(config: MakePairsConfig, executor) -> int:
+    """A task that drives a model asks for its GPUs where the cluster has any; one that calls servers for none."""
+    return config.tensor_parallel_size if runs_a_model(config) and executor.has_gpus() else 0
 
 
 @dataclass
@@ -83,9 +124,9 @@ class PairsBuild:
     engines: Callable[[], tuple[Generator, Generator]] | None = None
 
     @classmethod
-    def prepare(cls, config: MakePairsConfig, store: Store) -> "PairsBuild":
+    def prepare(cls, config: MakePairsConfig, store: Store, device: Callable[[], Device] = local_device) -> "PairsBuild":
+        """`device`: where the shards generate, for `auto` dtype and batch size (the build's config holds them resolved)."""
         config.validate()
-        config = replace(config, dtype=resolve_dtype(config.dtype))
         index = index_prompts(config.prompts, store, config.limit)
         judge_backend, judge_options = config.judge_engine()
         setup = prepare_judge("pointwise", config.judge_template, config.n_judgments, config.judge_temperature, config.judge_top_p,
@@ -93,7 +134,8 @@ class PairsBuild:
                               config.rationale_max_chars, judge_backend, judge_options)
         policy_ref = resolve_model(config.model, store.root, config.backend == "openai")
         judge_ref = policy_ref if config.judge is None else resolve_model(config.judge, store.root, judge_backend == "openai")
-        engine = {"backend": config.backend, "dtype": config.dtype, "batch_size": config.batch_size}
+        config = resolve_engine(config, [policy_ref, judge_ref], [candidate_sampling(config), setup.sampling], judge_backend, device=device)
+        engine = engine_identity(config.backend, config.dtype, config.batch_size, judge_backend)
         identity = {
             "input": index.fingerprint,
             "policy": policy_ref.fingerprint,
@@ -191,7 +233,7 @@ class PairsBuild:
         else:
             quality["basis"] = "verifiers"
         first = shards[0].record
-        extra = {"context": first["context"],
+        extra = {"context": first["context"], "batch_size": config.batch_size,
                  "labels": {"rule": self.rule, "text": RULES[self.rule], "verified_prompts": sum(s.record["verified_prompts"] for s in shards)}}
         if config.length_control is not None:
             extra["length_control"] = length_control_record([s.record["length_control"] for s in shards], config.length_control)

@@ -11,7 +11,7 @@ similarity of character 5-gram shingles at or above the threshold (MinHash, buil
 import random
 import re
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from importlib import resources
 
 import polars as pl
@@ -24,7 +24,8 @@ from builder.core.records import Completion, Sampling, make_request, stable_hash
 from builder.core.schemas import GENERATIONS_SCHEMA, PROMPTS_SCHEMA, drops
 from builder.core.stage import StageOutput, build_version
 from builder.core.store import Store, Version
-from builder.engines.generators import load_generator, resolve_dtype
+from builder.engines.batching import engine_identity, resolve_engine
+from builder.engines.generators import load_generator
 from builder.engines.models import resolve_model
 from builder.engines.runner import run_requests
 from builder.stages.configs import MakePromptsConfig
@@ -54,16 +55,16 @@ def parse_new_prompt(completion: Completion) -> tuple[str | None, str | None]:
 
 def make_prompts(config: MakePromptsConfig, store: Store) -> tuple[Version, bool]:
     config.validate()
-    config = replace(config, dtype=resolve_dtype(config.dtype))
     seeds, _, source = load_prompts(config.seed_prompts or str(shipped_seed("ift")), store)
     template = resources.files("builder").joinpath("templates", "self_instruct.txt").read_text(encoding="utf-8")
     model_ref = resolve_model(config.model, store.root, config.backend == "openai")
     sampling = Sampling(1, config.temperature, config.top_p, config.max_new_tokens)
+    config = resolve_engine(config, [model_ref], [sampling])
     filters = {"min_words": config.min_words, "max_chars": config.max_chars, "similarity": config.similarity}
     identity = {
         "seeds": stable_hash(seeds["prompt_id"].to_list()), "model": model_ref.fingerprint, "n": config.n_prompts, "shots": config.shots,
         "sampling": asdict(sampling), "template": stable_hash(template), "filters": filters, "seed": config.seed,
-        "engine": {"backend": config.backend, "dtype": config.dtype, "batch_size": config.batch_size},
+        "engine": engine_identity(config.backend, config.dtype, config.batch_size),
     }
     def run(vid: str) -> StageOutput:
         started = time.perf_counter()
