@@ -176,7 +176,9 @@ def test_a_server_killed_mid_run_loses_nothing_and_doubles_nothing(server, tiny_
     result = run_builder(*args, check=True)
     version = result.stdout.strip().splitlines()[-1]
     after = cache_rows(store)
-    assert after.filter(pl.col("shard").is_in(before["shard"].unique().to_list())).equals(before), "a saved answer changed"
+    saved = before.drop("shard").sort("key", "sample")  # compaction may move rows to other files, never change them
+    kept = after.drop("shard").join(saved.select("key", "sample"), on=["key", "sample"], how="semi").sort("key", "sample")
+    assert kept.equals(saved), "a saved answer changed"
     assert after.select("key", "sample").is_duplicated().sum() == 0, "a request was answered twice"
     samples = after.group_by("key").agg(pl.len().alias("n"), pl.col("sample").max().alias("last"))
     assert set(samples["n"].to_list()) <= {3, 4} and (samples["n"] == samples["last"] + 1).all()
