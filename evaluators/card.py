@@ -115,3 +115,20 @@ def render_judge_card(manifest: Manifest, tables: dict[str, pl.DataFrame]) -> st
         n_judge_samples=manifest.sampling["judgments"]["n"], inputs=manifest.inputs, stats=manifest.stats,
         interval=interval, warnings=warnings_for(manifest.health),
     )
+
+
+def render_follow_card(manifest: Manifest, tables: dict[str, pl.DataFrame]) -> str:
+    card_data = DatasetCardData(
+        pretty_name=f"Instruction following {manifest.id}",
+        license="other",
+        task_categories=["text-generation"],
+        size_categories=size_category(tables["answers"].height),
+        tags=["self-rewarding", "instruction-following", "verifiable", "evaluation"],
+        configs=table_configs(tables, "answers"),
+    )
+    text = resources.files("cards").joinpath("follow_card.md").read_text(encoding="utf-8")
+    return str(DatasetCard.from_template(
+        card_data, template_str=text, id=manifest.id, seed=manifest.seed, created_at=manifest.created_at, code=manifest.code(),
+        prompt_source=manifest.inputs["prompts"]["spec"], sampling=sampling_text(manifest.sampling["candidates"]),
+        n_samples=manifest.sampling["candidates"]["n"], stats=manifest.stats, interval=interval, pct=pct,
+    ))

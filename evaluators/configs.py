@@ -65,3 +65,23 @@ class JudgeAccuracyConfig(SamplingKnobs, JudgeModelKnobs, PointwiseJudgeKnobs, E
         self.check_engine()
         self.judge_engine()
 
+
+
+@dataclass(frozen=True, kw_only=True)
+class FollowConfig(SamplingKnobs, EngineKnobs):
+    """`builder eval follow`: each policy's share of verifiable instructions followed, and its difference from the first."""
+
+    policies: tuple[str, ...] = knob(MISSING, "A model spec (M0, M3, a folder…); repeat: every later one is compared with the first",
+                                     flag="--policy")
+    prompts: str | None = knob(None, "Verifiable prompts (a `constraints` column): a file, a verifiable version (its eval split), or "
+                                     "VERSION:TABLE [default: the shipped tasks' eval split]", short="-p")
+    limit: int | None = knob(None, LIMIT_HELP, rule="positive")
+    n_samples: int = knob(4, "Answers per prompt and policy (N)", rule="positive", short="-n")
+
+    def validate(self) -> None:
+        check_knobs(self)
+        if not self.policies:
+            raise BuilderError("eval follow needs at least one --policy")
+        if len(set(self.policies)) != len(self.policies):
+            raise BuilderError("eval follow: each --policy once")
+        self.check_engine()

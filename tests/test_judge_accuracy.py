@@ -12,7 +12,7 @@ from builder.core.schemas import CANDIDATES_SCHEMA, JUDGMENTS_SCHEMA, PROMPTS_SC
 from builder.judging.constraints import Constraint
 from builder.judging.metrics import share_with_ci, wilson_interval
 from builder.judging.verify import check_candidates, label_quality
-from builder.stages.aggregate import CHECKS_FIRST, JUDGE_ONLY, build_labels
+from builder.stages.aggregate import CHECKS_FIRST, CHECKS_MARGIN, JUDGE_ONLY, build_labels, to_judge
 
 SHORT = [Constraint("max_words", {"n": 3})]  # "ok" passes, a five-word answer fails
 PASSING, FAILING = "ok", "one two three four five"
@@ -80,6 +80,35 @@ def test_checks_first_ties_only_within_a_class_and_ignores_prompts_without_const
     _, pairs, dropped = build_labels(prompts, candidates, judgments, checks, CHECKS_FIRST)
     assert dropped.filter(pl.col("reason") == "tie")["prompt_id"].to_list() == ["tie"]
     assert pairs.select("chosen_id", "chosen_passed").row(0) == ("plain-c1", None)
+
+
+def test_checks_margin_keeps_only_pairs_the_verifiers_tell_apart():
+    prompts, candidates, judgments, checks = labelled_tables({
+        "mixed": [(FAILING, [5]), (PASSING, [1]), (PASSING, [3])],
+        "all_fail": [(FAILING, [5]), (FAILING, [1])],
+        "all_pass": [(PASSING, [2]), (PASSING, [4])],
+        "plain": [(FAILING, [2]), (PASSING, [4])],
+    })
+    checks = checks.filter(pl.col("prompt_id") != "plain")  # no constraint: the judge alone decides, as in checks_first
+    _, first, _ = build_labels(prompts, candidates, judgments, checks, CHECKS_FIRST)
+    assert sorted(first["prompt_id"]) == ["all_fail", "all_pass", "mixed", "plain"]
+    _, pairs, dropped = build_labels(prompts, candidates, judgments, checks, CHECKS_MARGIN)
+    assert sorted(pairs["prompt_id"]) == ["mixed", "plain"]
+    assert pairs.filter(pl.col("prompt_id") == "mixed").select("chosen_id", "rejected_id").row(0) == ("mixed-c2", "mixed-c0")
+    margins = dropped.filter(pl.col("reason") == "no_check_margin").sort("prompt_id")
+    assert margins["prompt_id"].to_list() == ["all_fail", "all_pass"]
+    assert margins["detail"].to_list() == ["every candidate passes 0.0 of its constraints", "every candidate passes 1.0 of its constraints"]
+
+    # Paid work only where it can change a label: the candidates of all_fail and all_pass are never judged, and their
+    # prompts are still dropped for the right reason, with no candidate reported as unscored.
+    judged = to_judge(candidates, checks, CHECKS_MARGIN)
+    assert sorted(set(judged["prompt_id"])) == ["mixed", "plain"]
+    assert to_judge(candidates, checks, CHECKS_FIRST).height == candidates.height
+    _, pairs_unjudged, dropped_unjudged = build_labels(prompts, candidates, judgments.join(judged.select("candidate_id"), on="candidate_id"),
+                                                       checks, CHECKS_MARGIN)
+    assert pairs_unjudged.equals(pairs)
+    assert dropped_unjudged.sort("prompt_id", "reason").equals(dropped.sort("prompt_id", "reason"))
+    assert dropped_unjudged.filter(pl.col("level") == "candidate").height == 0
 
 
 def test_label_quality_classes():
@@ -173,6 +202,14 @@ def test_make_pairs_verify_writes_checks_and_changes_only_its_own_identity(tiny_
     assert quality["basis"] == "verifiers" and quality["verified_pairs"] == pairs.height
     assert "## Label quality" in (store / verified / "README.md").read_text()
     assert "label quality" in run_builder("show", verified, "--store", store, check=True).stdout
+    margin = run_builder(*common, "--verify", "--verify-rule", "checks_margin", check=True).stdout.strip().splitlines()[-1]
+    margin_m = json.loads((store / margin / "manifest.json").read_text())
+    assert margin_m["identity"]["labels"] == {"rule": "checks_margin"} and margin_m["extra"]["labels"]["rule"] == "checks_margin"
+    margin_pairs = pl.read_parquet(store / margin / "pairs.parquet")
+    assert margin_pairs.filter(~pl.col("chosen_passed") | pl.col("rejected_passed")).height == 0
+    assert margin_m["stats"]["label_quality"]["counts"]["both_fail"] == 0
+    refused = run_builder(*common, "--verify-rule", "checks_margin")
+    assert refused.returncode == 2 and refused.stderr.strip() == "Error: --verify-rule checks_margin needs --verify"
 
 
 def test_a_judge_gate_stops_a_recipe(tiny_model, tmp_path):

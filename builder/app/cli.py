@@ -256,6 +256,11 @@ def show_command(version, output, store):
     damaged = store.verify(found)
     if output == "json":
         return print_json({"manifest": found.manifest.to_json(), "damaged_files": damaged})
+    if found.manifest.kind == "follow":
+        from builder.app.eval_views import following_table
+        from builder.app.show import kind_view
+
+        return stdout().print(kind_view(found, damaged), following_table(found.manifest.stats))
     if found.manifest.kind in ("seed", "eft", "prompts", "sft", "verifiable", "judge-pairs"):
         from builder.app.show import kind_view
 

@@ -5,12 +5,13 @@ import click
 from builder.app.common import open_store, report_built, store_option
 from builder.app.options import config_options, format_option
 from builder.core.progress import console
-from evaluators.configs import HeadToHeadConfig, JudgeAccuracyConfig, RewardModelConfig
+from evaluators.configs import FollowConfig, HeadToHeadConfig, JudgeAccuracyConfig, RewardModelConfig
 
 
 @click.group("eval")
 def eval_group():
-    """Evaluate models: head-to-head with order-swap tie detection, reward-model metrics, judge accuracy."""
+    """Evaluate models: head-to-head with order-swap tie detection, reward-model metrics, judge accuracy,
+    instruction following."""
 
 
 @eval_group.command("head-to-head")
@@ -65,6 +66,21 @@ def judge_command(store, config):
     stdout().print(judge_accuracy_table(version.manifest.stats))
     for note in judge_notes(version.manifest.stats):
         console.print(note)
+    click.echo(version.id)
+
+
+@eval_group.command("follow")
+@config_options(FollowConfig)
+@store_option
+def follow_command(store, config):
+    """How well do these models follow instructions a program can check? Each one's share, and its difference from the first."""
+    from builder.app.eval_views import following_table
+    from builder.app.show import stdout
+    from evaluators.instruction_following import evaluate_following
+
+    version, built = evaluate_following(config, open_store(store))
+    report_built(version, built)
+    stdout().print(following_table(version.manifest.stats))
     click.echo(version.id)
 
 

@@ -49,6 +49,22 @@ def judge_accuracy_table(stats: dict) -> Table:
     return table
 
 
+def following_table(stats: dict) -> Table:
+    """`eval follow`: each policy's share of answers that follow every constraint, and its difference from the first."""
+    table = Table(title="instructions followed (answers passing every constraint; Wilson 95% CI; difference: bootstrap over prompts)",
+                  title_justify="left")
+    for column in ("policy", "prompts", "answers", "followed", "constraints passed", "vs first (points)"):
+        table.add_column(column, justify="left" if column == "policy" else "right")
+    differences = {d["policy"]: d for d in stats["differences"]}
+    for p in stats["policies"]:
+        d = differences.get(p["policy"])
+        versus = "baseline" if d is None else "n/a" if d["difference"] is None else \
+            f"{100 * d['difference']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
+        table.add_row(p["policy"], str(p["prompts"]), str(p["answers"]), interval(p["share"], p["low"], p["high"]),
+                      pct(p["constraint_share"]), versus)
+    return table
+
+
 def judge_notes(stats: dict) -> list[str]:
     """The lines under the table: parse rate, what the verifiers found, and whether the judge beats chance."""
     notes = [f"judgments parsed: {pct(stats['parse_rate'])} of {stats['judgments']}"]

@@ -85,6 +85,8 @@ def kind_summary(manifest: Manifest) -> str:
             return "judge accuracy: no judged pair"
         return (f"judge accuracy {_pct(head['accuracy'])} [{100 * head['low']:.0f}–{100 * head['high']:.0f}] "
                 f"on {head['judged_pairs']} {head['source']} pairs")
+    if kind == "follow":
+        return "; ".join(f"{p['policy']}: {_pct(p['share'])} followed" for p in stats.get("policies", []))
     if kind == "rm":
         return f"pairwise accuracy {_pct(stats.get('pairwise_accuracy'))} over {stats.get('groups')} groups"
     return ""

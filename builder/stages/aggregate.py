@@ -15,7 +15,9 @@ Rules (the paper's, made explicit):
 With verifiers (`make-pairs --verify`) the rule is `checks_first` (RULES below): the share of its prompt's
 constraints a candidate passes comes before the judge's mean (and before length control), so a candidate that
 fails a check is never chosen over one that passes them all. Prompts without constraints are ranked by the
-judge alone.
+judge alone. `checks_margin` (`--verify-rule checks_margin`) keeps only the pairs the verifiers can tell apart: a
+prompt whose candidates all pass the same share of its constraints gives no pair (`no_check_margin`) instead of
+one the judge alone decides, so every verified pair's chosen passes more of its constraints than its rejected.
 
 With `--score expected` a judgment's score is its expected score (the mean of 0–5 under the judge's own
 probabilities at its score token) instead of the sampled digit; a parsed judgment whose engine reported no
@@ -28,13 +30,15 @@ from builder.core.prompts import turn
 from builder.core.schemas import drops
 from builder.judging.verify import with_checks
 
-JUDGE_ONLY, CHECKS_FIRST = "judge_only", "checks_first"
+JUDGE_ONLY, CHECKS_FIRST, CHECKS_MARGIN = "judge_only", "checks_first", "checks_margin"
 RULES = {
     JUDGE_ONLY: "candidates are ranked by the judge's mean score, then by the lower sample index; chosen = first, "
                 "rejected = last; equal means are a tie",
     CHECKS_FIRST: "candidates are ranked by the share of their prompt's constraints they pass, then by the judge's mean "
                   "score, then by the lower sample index; chosen = first, rejected = last; a prompt whose chosen and "
                   "rejected are equal on both is a tie; a candidate without a parsed score is never a label",
+    CHECKS_MARGIN: "as checks_first, but a prompt with constraints whose candidates all pass the same share of them gives no "
+                   "pair (no_check_margin), so a verified pair's chosen always passes more of its constraints than its rejected",
 }
 
 SCORE_COLUMNS = {"sampled": "score", "expected": "expected_score"}
@@ -72,13 +76,14 @@ def select_pairs(prompts: pl.DataFrame, scored: pl.DataFrame, rule: str = JUDGE_
     keys, descending = chosen_first(length_control)
     best, first = (checks, *keys), [True, *descending]
     worst, last = (checks, pl.col("score_mean"), pl.col("sample_index")), [False, False, False]
-    rank = pl.col("check_share").fill_null(0.0) if rule == CHECKS_FIRST else pl.lit(0.0)
+    rank = pl.col("check_share").fill_null(0.0) if rule in (CHECKS_FIRST, CHECKS_MARGIN) else pl.lit(0.0)
     by_prompt = (
         scored.filter(pl.col("n_scored") > 0)
         .with_columns(rank.alias("checks_rank"))
         .group_by("prompt_id")
         .agg(
             pl.len().alias("n_scored_candidates"),
+            (pl.col("check_share").is_not_null().any() if "check_share" in scored.columns else pl.lit(False)).alias("verified"),
             pl.col("candidate_id").sort_by(*best, descending=first).first().alias("chosen_id"),
             pl.col("candidate_id").sort_by(*worst, descending=last).first().alias("rejected_id"),
             pl.col("score_mean").sort_by(*best, descending=first).first().alias("score_chosen"),
@@ -86,12 +91,21 @@ def select_pairs(prompts: pl.DataFrame, scored: pl.DataFrame, rule: str = JUDGE_
             checks.sort_by(*best, descending=first).first().alias("checks_chosen"),
             checks.sort_by(*worst, descending=last).first().alias("checks_rejected"),
         )
-        .with_columns(((pl.col("score_chosen") == pl.col("score_rejected")) & (pl.col("checks_chosen") == pl.col("checks_rejected"))).alias("tied"))
+        .with_columns(((pl.col("score_chosen") == pl.col("score_rejected")) & (pl.col("checks_chosen") == pl.col("checks_rejected"))).alias("tied"),
+                      (pl.col("verified") & (pl.col("checks_chosen") == pl.col("checks_rejected")) & pl.lit(rule == CHECKS_MARGIN))
+                      .alias("no_margin"))
     )
     everyone = prompts.select("prompt_id").join(by_prompt, on="prompt_id", how="left")
-    too_few = everyone.filter(pl.col("n_scored_candidates").fill_null(0) < 2)
-    ties = everyone.filter((pl.col("n_scored_candidates") >= 2) & pl.col("tied"))
-    winners = everyone.filter((pl.col("n_scored_candidates") >= 2) & ~pl.col("tied"))
+    if rule == CHECKS_MARGIN:  # the prompts left unjudged because their checks could not tell any two candidates apart
+        everyone = everyone.join(check_margins(scored).filter(~pl.col("has_margin")).select("prompt_id", "unjudged_share"),
+                                 on="prompt_id", how="left")
+        everyone = everyone.with_columns(pl.col("no_margin").fill_null(False) | pl.col("unjudged_share").is_not_null())
+    else:
+        everyone = everyone.with_columns(pl.lit(None, pl.Float64).alias("unjudged_share"), pl.col("no_margin").fill_null(False))
+    too_few = everyone.filter((pl.col("n_scored_candidates").fill_null(0) < 2) & ~pl.col("no_margin"))
+    no_margin = everyone.filter(pl.col("no_margin"))
+    ties = everyone.filter((pl.col("n_scored_candidates") >= 2) & pl.col("tied") & ~pl.col("no_margin"))
+    winners = everyone.filter((pl.col("n_scored_candidates") >= 2) & ~pl.col("tied") & ~pl.col("no_margin"))
 
     verified = "passed" in scored.columns  # the prompts carry constraints: each side says whether it passed them all
     response = scored.select("candidate_id", "response", "n_tokens", *(["passed"] if verified else []))
@@ -121,23 +135,44 @@ def select_pairs(prompts: pl.DataFrame, scored: pl.DataFrame, rule: str = JUDGE_
         [
             _prompt_drop(too_few, "too_few_scored", pl.format("{} scored candidates", pl.col("n_scored_candidates").fill_null(0))),
             _prompt_drop(ties, "tie", pl.format("all scored candidates average {}", pl.col("score_chosen").round(3))),
+            _prompt_drop(no_margin, "no_check_margin", pl.format("every candidate passes {} of its constraints",
+                                                                 pl.coalesce("unjudged_share", "checks_chosen").round(3))),
         ]
     )
     return pairs, dropped
+
+
+def check_margins(candidates: pl.DataFrame) -> pl.DataFrame:
+    """Per prompt that carries constraints: whether its candidates pass different shares of them (`has_margin`), and
+    the share they all pass when they do not (`unjudged_share`)."""
+    return (candidates.filter(pl.col("check_share").is_not_null()).group_by("prompt_id")
+            .agg((pl.col("check_share").max() > pl.col("check_share").min()).alias("has_margin"),
+                 pl.col("check_share").first().alias("unjudged_share")))
+
+
+def to_judge(candidates: pl.DataFrame, checks: pl.DataFrame | None, rule: str) -> pl.DataFrame:
+    """The candidates whose judgments can change a label: all of them, except under checks_margin, where a prompt
+    whose candidates all pass the same share of its constraints gives no pair whatever the judge says."""
+    if rule != CHECKS_MARGIN or checks is None:
+        return candidates
+    margins = check_margins(with_checks(candidates, checks))
+    return candidates.join(margins.filter(~pl.col("has_margin")).select("prompt_id"), on="prompt_id", how="anti", maintain_order="left")
 
 
 def _prompt_drop(frame: pl.DataFrame, reason: str, detail: pl.Expr) -> pl.DataFrame:
     return drops(frame, "prompt", reason, detail)
 
 
-def unlabelled(scored: pl.DataFrame, judgments: pl.DataFrame, score: str = "sampled") -> pl.DataFrame:
+def unlabelled(scored: pl.DataFrame, judgments: pl.DataFrame, score: str = "sampled", rule: str = JUDGE_ONLY) -> pl.DataFrame:
     """Judgments that did not parse (or, for expected scores, have no probabilities), and candidates left
     without any score."""
     no_probs = pl.col("parse_error").is_null() & pl.col("expected_score").is_null() & pl.lit(score == "expected")
     bad = judgments.filter(pl.col("parse_error").is_not_null() | no_probs)
     bad_judgments = drops(bad, "judgment", pl.when(no_probs).then(pl.lit("no_score_probs")).otherwise(pl.lit("unparsed_judgment")),
                           pl.when(no_probs).then(pl.lit("the engine reported no score probabilities")).otherwise(pl.col("parse_error")))
-    unscored = drops(scored.filter(pl.col("n_scored") == 0), "candidate", "no_parsed_score", pl.format("0 of {} judgments parsed", "n_judgments"))
+    never_judged = (pl.col("n_judgments") == 0) & pl.lit(rule == CHECKS_MARGIN)  # to_judge left its prompt out: the prompt's drop says why
+    unscored = drops(scored.filter((pl.col("n_scored") == 0) & ~never_judged), "candidate", "no_parsed_score",
+                     pl.format("0 of {} judgments parsed", "n_judgments"))
     return pl.concat([bad_judgments, unscored])
 
 
@@ -151,4 +186,4 @@ def build_labels(prompts: pl.DataFrame, candidates: pl.DataFrame, judgments: pl.
     if checks is not None:
         scored = with_checks(scored, checks)
     pairs, dropped_prompts = select_pairs(prompts, scored, rule, length_control)
-    return scored, pairs, pl.concat([unlabelled(scored, judgments, score), dropped_prompts])
+    return scored, pairs, pl.concat([unlabelled(scored, judgments, score, rule), dropped_prompts])

@@ -46,8 +46,12 @@ class MakePairsConfig(ModelKnobs, SamplingKnobs, JudgeModelKnobs, PointwiseJudge
     n_samples: int = knob(4, "Candidates per prompt (N)", rule="at_least_2", short="-n")
     length_control: float | None = knob(None, "RHO: the chosen response is the shortest candidate whose mean score is within RHO "
                                               "of the best (and above the worst) [default: off, the highest mean]", rule="non_negative")
-    verify: bool = knob(False, "Verifiers as rewards (rule checks_first): on prompts that carry constraints, a candidate that "
+    verify: bool = knob(False, "Verifiers as rewards (rule: --verify-rule): on prompts that carry constraints, a candidate that "
                                "fails a check is never chosen over one that passes; within a class the judge decides")
+    verify_rule: str = knob("checks_first", "With --verify: checks_first: a prompt whose candidates all pass the same share of "
+                                            "its constraints gets its pair from the judge; checks_margin: it gets no pair (and its "
+                                            "candidates are not judged), so every verified pair's chosen passes more constraints",
+                            choices=("checks_first", "checks_margin"))
     shard_size: int = knob(SHARD_SIZE, "Prompts per shard: the build runs, saves and resumes shard by shard, in memory bounded "
                                        "by this (rounded up to whole blocks of 16 batches); the version is the same whatever it is",
                            rule="positive")
@@ -61,6 +65,8 @@ class MakePairsConfig(ModelKnobs, SamplingKnobs, JudgeModelKnobs, PointwiseJudge
         self.check_executor()
         if self.worker() is not None and self.executor != "local":
             raise BuilderError("--shard runs one worker's shards in this process; --executor ray runs every shard: give one of them")
+        if self.verify_rule != "checks_first" and not self.verify:
+            raise BuilderError(f"--verify-rule {self.verify_rule} needs --verify")
 
     def worker(self) -> tuple[int, int] | None:
         """--shard I/N as (I, N), or None: every shard."""

@@ -44,13 +44,13 @@ from builder.judging.score import judge_candidates
 from builder.judging.setup import JudgeSetup, prepare_judge
 from builder.judging.verify import check_candidates, label_quality, prompt_constraints
 from builder.stages.aggregate import (
-    CHECKS_FIRST,
     JUDGE_ONLY,
     LENGTH_CONTROL_RULE,
     RULES,
     SCORE_COLUMNS,
     build_labels,
     select_pairs,
+    to_judge,
 )
 from builder.stages.configs import MakePairsConfig
 from builder.stages.executor import open_executor
@@ -148,14 +148,14 @@ class PairsBuild:
             "seed": config.seed,
         } | ({"judge_engine": {"backend": judge_backend}} if judge_backend != config.backend else {}) \
           | ({"length_control": config.length_control} if config.length_control is not None else {}) \
-          | ({"labels": {"rule": CHECKS_FIRST}} if config.verify else {})  # off: the identity (and id) of earlier versions
+          | ({"labels": {"rule": config.verify_rule}} if config.verify else {})  # off: the identity (and id) of earlier versions
         build = cls(config, store, index, setup, policy_ref, judge_ref, judge_backend, judge_options, identity, index.constrained > 0)
         build.engines = once(build.load_engines)
         return build
 
     @property
     def rule(self) -> str:
-        return CHECKS_FIRST if self.config.verify else JUDGE_ONLY
+        return self.config.verify_rule if self.config.verify else JUDGE_ONLY
 
     def block_size(self) -> int:
         return BLOCK_BATCHES * self.config.batch_size
@@ -190,12 +190,11 @@ class PairsBuild:
         begun = time.perf_counter()
         candidates = generate_candidates(policy, fitting, candidate_sampling(config), config.seed, store, config.batch_size, blocks)
         candidates_s = time.perf_counter() - begun
-        judgments = judge_candidates(judge, setup.spec, fitting, candidates, setup.sampling, config.seed, store, config.batch_size,
-                                     setup.constraint, blocks)
-        judgments_s = time.perf_counter() - begun - candidates_s
-
         constraints = prompt_constraints(fitting) if self.verified_input else {}
         checks = check_candidates(constraints, candidates) if self.verified_input else None
+        judgments = judge_candidates(judge, setup.spec, fitting, to_judge(candidates, checks, self.rule), setup.sampling, config.seed,
+                                     store, config.batch_size, setup.constraint, blocks)
+        judgments_s = time.perf_counter() - begun - candidates_s
         scored, pairs, dropped = build_labels(fitting, candidates, judgments, checks, self.rule, config.length_control, config.score)
         order = in_prompt_order(fitting, scored)
         tables = {
