@@ -51,3 +51,40 @@ def test_eval_follow_end_to_end(tiny_model, tmp_path):
 
     refused = run_builder("eval", "follow", "--policy", tiny_model, "--policy", tiny_model, "--prompts", prompts, "--store", store)
     assert refused.returncode == 2 and refused.stderr.strip() == "Error: eval follow: each --policy once"
+
+
+def test_a_recipe_without_seed_sft_ends_with_eval_follow(tiny_model, tmp_path):
+    """`sft: null`: the first iteration's DPO starts from the base; `eval_follow:` measures the base and every model
+    made on the same prompts, and `builder run` prints the table."""
+    import yaml
+
+    one_step = {"max_steps": 1, "batch_size": 2, "micro_batch_size": 2, "max_length": 256, "save_steps": 1}
+    prompts = verifiable_prompts(tmp_path / "v.jsonl", words=4)
+    recipe = {
+        "name": "verified", "base": str(tiny_model), "generation": {"batch_size": 8, "dtype": "float32"}, "sft": None,
+        "iteration": {"make_pairs": {"verify": True, "verify_rule": "checks_margin", "n_samples": 4, "n_judgments": 1,
+                                     "max_new_tokens": 16, "judge_max_new_tokens": 16}, "dpo": one_step},
+        "iterations": [{"name": "M1", "prompts": str(prompts)}],
+        "eval_follow": {"prompts": str(prompts), "n_samples": 2, "max_new_tokens": 16},
+    }
+    path = tmp_path / "verified.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    store = tmp_path / "store"
+    plan = run_builder("run", path, "--dry-run", "--store", store, check=True).stdout
+    assert "train sft" not in plan and "mix-sft" not in plan and "eval follow" in plan
+
+    result = run_builder("run", path, "--store", store, check=True)
+    assert "instructions followed" in result.stdout
+    record = json.loads(next((store / "runs").glob("verified-*.json")).read_text())
+    assert [row["step"] for row in record["steps"]] == ["M1 make-pairs", "M1 train dpo", "eval follow"]
+    manifest = json.loads((store / record["steps"][-1]["output"] / "manifest.json").read_text())
+    assert [p["policy"] for p in manifest["stats"]["policies"]] == [str(tiny_model), "M1"]
+    lineage = json.loads((store / "models" / "M1" / "lineage.json").read_text())
+    assert str(tiny_model) in json.dumps(lineage)  # trained from the base itself
+
+    recipe["eval_follow"] = {"n_samples": 2}
+    del recipe["iterations"][0]["prompts"]  # nor a make_verifiable step: nothing says which instructions to measure
+    recipe["iterations"][0]["prompts"] = str(prompts)
+    path.write_text(yaml.safe_dump(recipe))
+    bad = run_builder("run", path, "--store", store)
+    assert bad.returncode == 2 and "eval_follow: no make_verifiable step gives it an eval split" in bad.stderr

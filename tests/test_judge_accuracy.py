@@ -119,10 +119,11 @@ def test_label_quality_classes():
     assert label_quality(pl.DataFrame({"chosen_id": ["x"]})) == {"verified_pairs": 0}
 
 
-def verifiable_prompts(path):
-    """Prompts the tiny model half follows: its answers run to 4–9 words, and the constraint allows 6."""
-    rows = [{"prompt": f"Name thing number {i}. Use at most 6 words.",
-             "constraints": json.dumps([{"kind": "max_words", "params": {"n": 6}}])} for i in range(4)]
+def verifiable_prompts(path, words: int = 6):
+    """Prompts the tiny model half follows: its answers run to 4–9 words, and the constraint allows 6 (its short
+    answers are 4 or 5 words: 4 splits them)."""
+    rows = [{"prompt": f"Name thing number {i}. Use at most {words} words.",
+             "constraints": json.dumps([{"kind": "max_words", "params": {"n": words}}])} for i in range(4)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -202,11 +203,12 @@ def test_make_pairs_verify_writes_checks_and_changes_only_its_own_identity(tiny_
     assert quality["basis"] == "verifiers" and quality["verified_pairs"] == pairs.height
     assert "## Label quality" in (store / verified / "README.md").read_text()
     assert "label quality" in run_builder("show", verified, "--store", store, check=True).stdout
-    margin = run_builder(*common, "--verify", "--verify-rule", "checks_margin", check=True).stdout.strip().splitlines()[-1]
+    split = verifiable_prompts(tmp_path / "v4.jsonl", words=4)
+    margin = run_builder(*common, "--verify", "--verify-rule", "checks_margin", "--prompts", split, check=True).stdout.strip().splitlines()[-1]
     margin_m = json.loads((store / margin / "manifest.json").read_text())
     assert margin_m["identity"]["labels"] == {"rule": "checks_margin"} and margin_m["extra"]["labels"]["rule"] == "checks_margin"
     margin_pairs = pl.read_parquet(store / margin / "pairs.parquet")
-    assert margin_pairs.filter(~pl.col("chosen_passed") | pl.col("rejected_passed")).height == 0
+    assert margin_pairs.height > 0 and margin_pairs.filter(~pl.col("chosen_passed") | pl.col("rejected_passed")).height == 0
     assert margin_m["stats"]["label_quality"]["counts"]["both_fail"] == 0
     refused = run_builder(*common, "--verify-rule", "checks_margin")
     assert refused.returncode == 2 and refused.stderr.strip() == "Error: --verify-rule checks_margin needs --verify"

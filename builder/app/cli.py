@@ -210,6 +210,11 @@ def run_command(recipe, dry_run, store):
         raise
     path = record_run(plan, recorded, rows)
     stdout().print(run_table(rows, recorded))
+    followed = [row["output"] for row in rows if row["step"] == "eval follow"]
+    if followed:
+        from builder.app.eval_views import following_table
+
+        stdout().print(following_table(recorded.load(followed[0]).manifest.stats))
     console.print(f"recipe {plan.name} finished; run record in {path}")
 
 

@@ -6,10 +6,15 @@ An iteration with a `meta_judge:` section (make-judge-pairs' options) is Meta-Re
 model meta-judges that version's judgments, and the iteration's DPO trains on both versions at once, the actor
 pairs and the judge pairs (their rows concatenated; the model's lineage names both).
 
+`sft: null` skips the seed SFT: the first iteration starts from the base, which is then its own M0 policy and judge
+(a loop driven by verifiers needs no EFT-trained judge to get labels the verifiers can tell apart).
+
 An iteration may compose verifiable instructions instead of self-instructing (`make_verifiable:`), and a
 `judge_gate:` measures each iteration's judge with `eval judge` before its make-pairs (on the iteration's
 verifiable eval split, or the gate's own `prompts`), records the figures in the judge model's lineage, and
-warns, or stops the recipe, when the judge's 95% interval includes chance (0.5).
+warns, or stops the recipe, when the judge's 95% interval includes chance (0.5). An `eval_follow:` section ends
+the recipe with `eval follow` on the base and every model it made (on the last verifiable eval split, or its own
+`prompts`): each one's share of instructions followed, and its difference from the base.
 
 A recipe's settings are the fields of the stage configs themselves (MakeEftConfig, MixSftConfig, TrainConfig,
 MakePromptsConfig, MakePairsConfig), so a recipe can say whatever the command line can, and a misspelt or
@@ -42,12 +47,12 @@ from builder.stages.configs import (
     MakeVerifiableConfig,
     MixSftConfig,
 )
-from evaluators.configs import JudgeAccuracyConfig
+from evaluators.configs import FollowConfig, JudgeAccuracyConfig
 from trainers.configs import METHOD_DEFAULTS, TrainConfig
 
 GENERATION_KEYS = ("backend", "batch_size", "dtype")  # `generation:` settings, shared by every step that generates
 TOP_LEVEL = {"name", "base", "seed", "judge_template", "generation", "import_oasst", "seed_data", "ift_sft", "make_eft", "mix_sft", "sft",
-             "iteration", "iterations", "judge_gate"}
+             "iteration", "iterations", "judge_gate", "eval_follow"}
 SEED_DATA = {"ift", "ranked", "eft"}
 ITERATION_STEPS = ("make_prompts", "make_verifiable", "make_pairs", "meta_judge", "dpo")
 GATE_ACTIONS = ("stop", "warn")
@@ -151,15 +156,33 @@ def plan(raw: dict, store: Store) -> list[Step]:
         steps.append(_step(f"{'M0' if judge == base else judge} make-eft", "make-eft", MakeEftConfig, "make_eft", raw["make_eft"], shared,
                            {"ranked": seed_data.get("ranked"), "model": judge}))
         eft = From(steps[-1].label)
-    steps.append(_step("mix-sft", "mix-sft", MixSftConfig, "mix_sft", raw.get("mix_sft") or {}, shared,
-                       {"ift": seed_data.get("ift"), "eft": eft}))
-    sft = _mapping(raw.get("sft"), "sft", TRAINING_KEYS | {"name"})
-    first = _typed(sft.get("name"), str, "sft.name")
-    if first == judge:
-        raise BuilderError(f"sft.name: {first!r} is already the name of the IFT-only model (ift_sft.name)")
-    steps.append(_training_step(first, "sft", "sft", sft, base, From("mix-sft"), common["seed"]))
+    if "sft" in raw and raw["sft"] is None:  # no seed SFT: the first iteration starts from the base
+        first = base
+    else:
+        steps.append(_step("mix-sft", "mix-sft", MixSftConfig, "mix_sft", raw.get("mix_sft") or {}, shared,
+                           {"ift": seed_data.get("ift"), "eft": eft}))
+        sft = _mapping(raw.get("sft"), "sft", TRAINING_KEYS | {"name"})
+        first = _typed(sft.get("name"), str, "sft.name")
+        if first == judge:
+            raise BuilderError(f"sft.name: {first!r} is already the name of the IFT-only model (ift_sft.name)")
+        steps.append(_training_step(first, "sft", "sft", sft, base, From("mix-sft"), common["seed"]))
 
-    return steps + iteration_steps(raw, first, shared, seed_data.get("ift"), store)
+    steps += iteration_steps(raw, first, shared, seed_data.get("ift"), store)
+    return steps + eval_steps(raw, base, steps, shared, store)
+
+
+def eval_steps(raw: dict, base: str, steps: list[Step], shared: dict, store: Store) -> list[Step]:
+    """`eval_follow:`: eval follow on the base and every model the recipe made, in the order made."""
+    if raw.get("eval_follow") is None:
+        return []
+    section = dict(_mapping(raw["eval_follow"], "eval_follow", _keys(FollowConfig) - {"policies"}))
+    prompts = _existing_data(_typed(section.pop("prompts", None), str | None, "eval_follow.prompts"), "eval_follow.prompts", store)
+    verifiable = [From(step.label) for step in steps if step.kind == "make-verifiable"]
+    if prompts is None and not verifiable:
+        raise BuilderError("eval_follow: no make_verifiable step gives it an eval split; give eval_follow.prompts")
+    policies = (base, *(step.produces_model for step in steps if step.produces_model))
+    return [_step("eval follow", "eval-follow", FollowConfig, "eval_follow", section, shared,
+                  {"policies": policies, "prompts": prompts or verifiable[-1]})]
 
 
 def iteration_steps(raw: dict, first: str, shared: dict, seed_prompts, store: Store) -> list[Step]:
@@ -291,6 +314,11 @@ def _mapping(value, where: str, allowed: set[str] | None) -> dict:
 
 def _typed(value, hint, where: str):
     """The value if it has the field's type (an int is a fine float); raises otherwise."""
+    if typing.get_origin(hint) is tuple:  # tuple[str, ...]: a list of them
+        item = typing.get_args(hint)[0]
+        if isinstance(value, list | tuple):
+            return tuple(_typed(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+        raise BuilderError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
     allowed = typing.get_args(hint) or (hint,)
     if value is None and type(None) in allowed:
         return None
@@ -332,6 +360,11 @@ def run_step(step: Step, outputs: dict[str, str], store: Store) -> tuple[str, bo
     config = step.config(**resolved(step.settings, outputs))
     if step.kind == "judge-gate":
         return run_gate(step, config, store)
+    if step.kind == "eval-follow":
+        from evaluators.instruction_following import evaluate_following
+
+        version, built = evaluate_following(config, store)
+        return version.id, built
     if step.kind == "import-oasst":
         version, built = import_oasst(config, store)
         return version.id, built
