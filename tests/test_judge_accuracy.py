@@ -11,7 +11,7 @@ from conftest import run_builder
 from builder.core.schemas import CANDIDATES_SCHEMA, JUDGMENTS_SCHEMA, PROMPTS_SCHEMA
 from builder.judging.constraints import Constraint
 from builder.judging.metrics import share_with_ci, wilson_interval
-from builder.judging.verify import check_candidates, label_quality
+from builder.judging.verify import check_candidates, describe_label_quality, label_quality
 from builder.stages.aggregate import CHECKS_FIRST, CHECKS_MARGIN, JUDGE_ONLY, build_labels, to_judge
 
 SHORT = [Constraint("max_words", {"n": 3})]  # "ok" passes, a five-word answer fails
@@ -117,6 +117,11 @@ def test_label_quality_classes():
     assert quality["verified_pairs"] == 4
     assert quality["counts"] == {"chosen_passes_rejected_fails": 1, "both_pass": 1, "both_fail": 1, "reversed": 1}
     assert label_quality(pl.DataFrame({"chosen_id": ["x"]})) == {"verified_pairs": 0}
+    partial = pairs.with_columns(pl.Series("chosen_check_share", [1.0, 1.0, 0.5, 0.0, None]),
+                                 pl.Series("rejected_check_share", [0.0, 1.0, 0.0, 1.0, None]))
+    quality = label_quality(partial)
+    assert quality["both_fail_chosen_passes_more"] == 1  # both fail, but the chosen passes one constraint of two
+    assert "both fail: 25.0% (1; in 1 of them the chosen passes more of its constraints)" in describe_label_quality(quality | {"basis": "verifiers"})
 
 
 def verifiable_prompts(path, words: int = 6):
@@ -209,7 +214,8 @@ def test_make_pairs_verify_writes_checks_and_changes_only_its_own_identity(tiny_
     assert margin_m["identity"]["labels"] == {"rule": "checks_margin"} and margin_m["extra"]["labels"]["rule"] == "checks_margin"
     margin_pairs = pl.read_parquet(store / margin / "pairs.parquet")
     assert margin_pairs.height > 0 and margin_pairs.filter(~pl.col("chosen_passed") | pl.col("rejected_passed")).height == 0
-    assert margin_m["stats"]["label_quality"]["counts"]["both_fail"] == 0
+    assert margin_m["stats"]["label_quality"]["counts"]["both_fail"] == 0 == margin_m["stats"]["label_quality"]["both_fail_chosen_passes_more"]
+    assert (margin_pairs["chosen_check_share"] > margin_pairs["rejected_check_share"]).all()
     refused = run_builder(*common, "--verify-rule", "checks_margin")
     assert refused.returncode == 2 and refused.stderr.strip() == "Error: --verify-rule checks_margin needs --verify"
 

@@ -72,8 +72,12 @@ def label_quality(pairs: pl.DataFrame | pl.LazyFrame) -> dict:
              .when(~chosen & ~rejected).then(pl.lit(LABEL_CLASSES[2])).otherwise(pl.lit(LABEL_CLASSES[3])))
     counts = dict(verified.select(label.alias("label")).group_by("label").len().collect().iter_rows())
     n = sum(counts.values())
-    return {"verified_pairs": n, "counts": {c: counts.get(c, 0) for c in LABEL_CLASSES},
-            "shares": {c: round(counts.get(c, 0) / n, 4) if n else None for c in LABEL_CLASSES}}
+    quality = {"verified_pairs": n, "counts": {c: counts.get(c, 0) for c in LABEL_CLASSES},
+               "shares": {c: round(counts.get(c, 0) / n, 4) if n else None for c in LABEL_CLASSES}}
+    if "chosen_check_share" in pairs.collect_schema().names():  # of the pairs that both fail, those the checks still order
+        more = verified.filter(~chosen & ~rejected & (pl.col("chosen_check_share") > pl.col("rejected_check_share")))
+        quality["both_fail_chosen_passes_more"] = more.select(pl.len()).collect().item()
+    return quality
 
 
 def describe_label_quality(quality: dict | None) -> list[str]:
@@ -84,8 +88,10 @@ def describe_label_quality(quality: dict | None) -> list[str]:
         n, shares, counts = quality["verified_pairs"], quality["shares"], quality["counts"]
         names = {"chosen_passes_rejected_fails": "chosen passes, rejected fails", "both_pass": "both pass",
                  "both_fail": "both fail", "reversed": "reversed (chosen fails, rejected passes)"}
+        more = quality.get("both_fail_chosen_passes_more")
+        detail = {"both_fail": f"; in {more} of them the chosen passes more of its constraints" if more is not None else ""}
         return [f"{n} pairs on verifiable prompts, checked by the verifiers:"] + [
-            f"{names[c]}: {100 * shares[c]:.1f}% ({counts[c]})" for c in LABEL_CLASSES]
+            f"{names[c]}: {100 * shares[c]:.1f}% ({counts[c]}{detail.get(c, '')})" for c in LABEL_CLASSES]
     if quality.get("basis") == "judge_measurement" and quality.get("accuracy") is not None:
         chance = " — includes chance (50%)" if quality.get("chance_in_interval") else ""
         return [f"no verifiable prompts; the judge's last measured accuracy: {100 * quality['accuracy']:.1f}% "

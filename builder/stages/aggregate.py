@@ -108,8 +108,9 @@ def select_pairs(prompts: pl.DataFrame, scored: pl.DataFrame, rule: str = JUDGE_
     winners = everyone.filter((pl.col("n_scored_candidates") >= 2) & ~pl.col("tied") & ~pl.col("no_margin"))
 
     verified = "passed" in scored.columns  # the prompts carry constraints: each side says whether it passed them all
-    response = scored.select("candidate_id", "response", "n_tokens", *(["passed"] if verified else []))
-    side = lambda name: {"candidate_id": f"{name}_id", "response": f"{name}_text", "n_tokens": f"{name}_tokens", "passed": f"{name}_passed"}  # noqa: E731
+    response = scored.select("candidate_id", "response", "n_tokens", *(["passed", "check_share"] if verified else []))
+    side = lambda name: {"candidate_id": f"{name}_id", "response": f"{name}_text", "n_tokens": f"{name}_tokens",  # noqa: E731
+                         "passed": f"{name}_passed", "check_share": f"{name}_check_share"}
     pairs = (
         winners.join(prompts.select("prompt_id", "messages"), on="prompt_id")
         .join(response.rename(side("chosen"), strict=False), on="chosen_id")
@@ -127,7 +128,7 @@ def select_pairs(prompts: pl.DataFrame, scored: pl.DataFrame, rule: str = JUDGE_
             (pl.col("score_chosen") - pl.col("score_rejected")).alias("score_margin"),
             "chosen_tokens",
             "rejected_tokens",
-            *(["chosen_passed", "rejected_passed"] if verified else []),
+            *(["chosen_passed", "rejected_passed", "chosen_check_share", "rejected_check_share"] if verified else []),
         )
         .sort("prompt_id")
     )
