@@ -265,6 +265,6 @@ def test_the_verifiable_recipes_validate(name, tmp_path):
 
     recipe = Path(__file__).resolve().parent.parent / "recipes" / f"{name}.yaml"
     plan = run_builder("run", recipe, "--dry-run", "--store", tmp_path / "store", check=True).stdout
-    for step in ("M2 make-verifiable", "M2 judge gate", "M2 make-pairs", "M3 judge gate", "M3 train dpo"):
+    for step in ("M1 make-verifiable", "M2 judge gate", "M2 make-pairs", "M3 judge gate", "M3 train dpo", "eval follow"):
         assert step in plan
-    assert "verify=True" in plan and not (tmp_path / "store").exists()
+    assert "verify_rule=checks_margin" in plan and "train sft" not in plan and not (tmp_path / "store").exists()
