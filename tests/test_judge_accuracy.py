@@ -111,6 +111,19 @@ def test_checks_margin_keeps_only_pairs_the_verifiers_tell_apart():
     assert dropped_unjudged.filter(pl.col("level") == "candidate").height == 0
 
 
+def test_checks_margin_puts_an_answer_cut_at_the_length_limit_after_one_that_ended():
+    prompts, candidates, judgments, checks = labelled_tables({"cut": [(FAILING, [5]), (FAILING, [1])], "same": [(FAILING, [5]), (FAILING, [1])]})
+    cut = pl.when(pl.col("candidate_id") == "cut-c0").then(pl.lit("length")).otherwise(pl.col("finish_reason")).alias("finish_reason")
+    candidates = candidates.with_columns(cut)
+    _, pairs, dropped = build_labels(prompts, candidates, judgments, checks, CHECKS_MARGIN)
+    # both fail their one constraint, but c1 ended and c0 was cut: c1 is chosen although the judge preferred c0
+    assert pairs.select("prompt_id", "chosen_id", "rejected_id").rows() == [("cut", "cut-c1", "cut-c0")]
+    assert dropped.filter(pl.col("reason") == "no_check_margin")["prompt_id"].to_list() == ["same"]
+    assert sorted(set(to_judge(candidates, checks, CHECKS_MARGIN)["prompt_id"])) == ["cut"]
+    _, first, _ = build_labels(prompts, candidates, judgments, checks, CHECKS_FIRST)  # checks_first is unchanged: the judge decides
+    assert first.filter(pl.col("prompt_id") == "cut")["chosen_id"].to_list() == ["cut-c0"]
+
+
 def test_label_quality_classes():
     pairs = pl.DataFrame({"chosen_passed": [True, True, False, False, None], "rejected_passed": [False, True, False, True, None]})
     quality = label_quality(pairs)

@@ -17,7 +17,10 @@ constraints a candidate passes comes before the judge's mean (and before length 
 fails a check is never chosen over one that passes them all. Prompts without constraints are ranked by the
 judge alone. `checks_margin` (`--verify-rule checks_margin`) keeps only the pairs the verifiers can tell apart: a
 prompt whose candidates all pass the same share of its constraints gives no pair (`no_check_margin`) instead of
-one the judge alone decides, so every verified pair's chosen passes more of its constraints than its rejected.
+one the judge alone decides. It also puts an answer cut at the length limit after one that ended, when both pass
+the same share: an unfinished answer has not followed its instruction either, and a pair between the two teaches the
+model to finish (on SmolLM2-135M with 160 tokens, half the answers were cut). So every verified pair's chosen passes
+more of its constraints than its rejected, or as many and it ended where the rejected was cut.
 
 With `--score expected` a judgment's score is its expected score (the mean of 0–5 under the judge's own
 probabilities at its score token) instead of the sampled digit; a parsed judgment whose engine reported no
@@ -37,8 +40,10 @@ RULES = {
     CHECKS_FIRST: "candidates are ranked by the share of their prompt's constraints they pass, then by the judge's mean "
                   "score, then by the lower sample index; chosen = first, rejected = last; a prompt whose chosen and "
                   "rejected are equal on both is a tie; a candidate without a parsed score is never a label",
-    CHECKS_MARGIN: "as checks_first, but a prompt with constraints whose candidates all pass the same share of them gives no "
-                   "pair (no_check_margin), so a verified pair's chosen always passes more of its constraints than its rejected",
+    CHECKS_MARGIN: "as checks_first, but among candidates passing the same share of their prompt's constraints one that ended "
+                   "comes before one cut at the length limit, and a prompt with constraints whose candidates are all equal on "
+                   "both gives no pair (no_check_margin): a verified pair's chosen passes more of its constraints than its "
+                   "rejected, or as many and it ended where the rejected was cut",
 }
 
 SCORE_COLUMNS = {"sampled": "score", "expected": "expected_score"}
@@ -76,7 +81,7 @@ def select_pairs(prompts: pl.DataFrame, scored: pl.DataFrame, rule: str = JUDGE_
     keys, descending = chosen_first(length_control)
     best, first = (checks, *keys), [True, *descending]
     worst, last = (checks, pl.col("score_mean"), pl.col("sample_index")), [False, False, False]
-    rank = pl.col("check_share").fill_null(0.0) if rule in (CHECKS_FIRST, CHECKS_MARGIN) else pl.lit(0.0)
+    rank = verified_rank(rule).fill_null(0.0) if rule in (CHECKS_FIRST, CHECKS_MARGIN) else pl.lit(0.0)
     by_prompt = (
         scored.filter(pl.col("n_scored") > 0)
         .with_columns(rank.alias("checks_rank"))
@@ -97,7 +102,7 @@ def select_pairs(prompts: pl.DataFrame, scored: pl.DataFrame, rule: str = JUDGE_
     )
     everyone = prompts.select("prompt_id").join(by_prompt, on="prompt_id", how="left")
     if rule == CHECKS_MARGIN:  # the prompts left unjudged because their checks could not tell any two candidates apart
-        everyone = everyone.join(check_margins(scored).filter(~pl.col("has_margin")).select("prompt_id", "unjudged_share"),
+        everyone = everyone.join(check_margins(scored, rule).filter(~pl.col("has_margin")).select("prompt_id", "unjudged_share"),
                                  on="prompt_id", how="left")
         everyone = everyone.with_columns(pl.col("no_margin").fill_null(False) | pl.col("unjudged_share").is_not_null())
     else:
@@ -143,12 +148,23 @@ def select_pairs(prompts: pl.DataFrame, scored: pl.DataFrame, rule: str = JUDGE_
     return pairs, dropped
 
 
-def check_margins(candidates: pl.DataFrame) -> pl.DataFrame:
-    """Per prompt that carries constraints: whether its candidates pass different shares of them (`has_margin`), and
+FINISHED = 1e-6  # less than any two check shares differ by: ending only orders answers that pass the same share
+
+
+def verified_rank(rule: str) -> pl.Expr:
+    """What the verifiers say of a candidate, higher better: the share of its prompt's constraints it passes, and under
+    checks_margin, a hair more when it ended than when it was cut at the length limit."""
+    if rule != CHECKS_MARGIN:
+        return pl.col("check_share")
+    return pl.col("check_share") + pl.when(pl.col("finish_reason") == "length").then(0.0).otherwise(FINISHED)
+
+
+def check_margins(candidates: pl.DataFrame, rule: str = CHECKS_MARGIN) -> pl.DataFrame:
+    """Per prompt that carries constraints: whether the verifiers tell some of its candidates apart (`has_margin`), and
     the share they all pass when they do not (`unjudged_share`)."""
+    rank = verified_rank(rule)
     return (candidates.filter(pl.col("check_share").is_not_null()).group_by("prompt_id")
-            .agg((pl.col("check_share").max() > pl.col("check_share").min()).alias("has_margin"),
-                 pl.col("check_share").first().alias("unjudged_share")))
+            .agg((rank.max() > rank.min()).alias("has_margin"), pl.col("check_share").first().alias("unjudged_share")))
 
 
 def to_judge(candidates: pl.DataFrame, checks: pl.DataFrame | None, rule: str) -> pl.DataFrame:
@@ -156,7 +172,7 @@ def to_judge(candidates: pl.DataFrame, checks: pl.DataFrame | None, rule: str) -
     whose candidates all pass the same share of its constraints gives no pair whatever the judge says."""
     if rule != CHECKS_MARGIN or checks is None:
         return candidates
-    margins = check_margins(with_checks(candidates, checks))
+    margins = check_margins(with_checks(candidates, checks), rule)
     return candidates.join(margins.filter(~pl.col("has_margin")).select("prompt_id"), on="prompt_id", how="anti", maintain_order="left")
 
 
