@@ -97,7 +97,8 @@ def test_checks_margin_keeps_only_pairs_the_verifiers_tell_apart():
     assert pairs.filter(pl.col("prompt_id") == "mixed").select("chosen_id", "rejected_id").row(0) == ("mixed-c2", "mixed-c0")
     margins = dropped.filter(pl.col("reason") == "no_check_margin").sort("prompt_id")
     assert margins["prompt_id"].to_list() == ["all_fail", "all_pass"]
-    assert margins["detail"].to_list() == ["every candidate passes 0.0 of its constraints", "every candidate passes 1.0 of its constraints"]
+    assert margins["detail"].to_list() == ["every candidate that ended passes 0.0 of its constraints",
+                                          "every candidate that ended passes 1.0 of its constraints"]
 
     # Paid work only where it can change a label: the candidates of all_fail and all_pass are never judged, and their
     # prompts are still dropped for the right reason, with no candidate reported as unscored.
@@ -111,16 +112,24 @@ def test_checks_margin_keeps_only_pairs_the_verifiers_tell_apart():
     assert dropped_unjudged.filter(pl.col("level") == "candidate").height == 0
 
 
-def test_checks_margin_puts_an_answer_cut_at_the_length_limit_after_one_that_ended():
-    prompts, candidates, judgments, checks = labelled_tables({"cut": [(FAILING, [5]), (FAILING, [1])], "same": [(FAILING, [5]), (FAILING, [1])]})
-    cut = pl.when(pl.col("candidate_id") == "cut-c0").then(pl.lit("length")).otherwise(pl.col("finish_reason")).alias("finish_reason")
-    candidates = candidates.with_columns(cut)
+def test_checks_margin_never_labels_an_answer_cut_at_the_length_limit():
+    """A trainer closes every answer with an end-of-turn token: a cut answer would teach the model not to end."""
+    prompts, candidates, judgments, checks = labelled_tables({
+        "cut": [(PASSING, [5]), (FAILING, [1]), (FAILING, [2])],  # c0 passes but was cut: c1 and c2 both fail
+        "kept": [(PASSING, [1]), (FAILING, [5]), (FAILING, [2])],  # c2 was cut: c0 over c1
+        "all_cut": [(PASSING, [1]), (FAILING, [5])],
+    })
+    cut = pl.col("candidate_id").is_in(["cut-c0", "kept-c2", "all_cut-c0", "all_cut-c1"])
+    candidates = candidates.with_columns(pl.when(cut).then(pl.lit("length")).otherwise(pl.col("finish_reason")).alias("finish_reason"))
     _, pairs, dropped = build_labels(prompts, candidates, judgments, checks, CHECKS_MARGIN)
-    # both fail their one constraint, but c1 ended and c0 was cut: c1 is chosen although the judge preferred c0
-    assert pairs.select("prompt_id", "chosen_id", "rejected_id").rows() == [("cut", "cut-c1", "cut-c0")]
-    assert dropped.filter(pl.col("reason") == "no_check_margin")["prompt_id"].to_list() == ["same"]
-    assert sorted(set(to_judge(candidates, checks, CHECKS_MARGIN)["prompt_id"])) == ["cut"]
-    _, first, _ = build_labels(prompts, candidates, judgments, checks, CHECKS_FIRST)  # checks_first is unchanged: the judge decides
+    assert pairs.select("prompt_id", "chosen_id", "rejected_id").rows() == [("kept", "kept-c0", "kept-c1")]
+    margins = dropped.filter(pl.col("reason") == "no_check_margin").sort("prompt_id")
+    assert margins.select("prompt_id", "detail").rows() == [("all_cut", "every candidate was cut at the length limit"),
+                                                             ("cut", "every candidate that ended passes 0.0 of its constraints")]
+    assert sorted(dropped.filter(pl.col("reason") == "cut_at_length_limit")["candidate_id"]) == ["all_cut-c0", "all_cut-c1", "cut-c0", "kept-c2"]
+    judged = to_judge(candidates, checks, CHECKS_MARGIN)  # only the ended answers of the one prompt they can order
+    assert judged["candidate_id"].to_list() == ["kept-c0", "kept-c1"]
+    _, first, _ = build_labels(prompts, candidates, judgments, checks, CHECKS_FIRST)  # checks_first is unchanged
     assert first.filter(pl.col("prompt_id") == "cut")["chosen_id"].to_list() == ["cut-c0"]
 
 

@@ -17,10 +17,11 @@ constraints a candidate passes comes before the judge's mean (and before length 
 fails a check is never chosen over one that passes them all. Prompts without constraints are ranked by the
 judge alone. `checks_margin` (`--verify-rule checks_margin`) keeps only the pairs the verifiers can tell apart: a
 prompt whose candidates all pass the same share of its constraints gives no pair (`no_check_margin`) instead of
-one the judge alone decides. It also puts an answer cut at the length limit after one that ended, when both pass
-the same share: an unfinished answer has not followed its instruction either, and a pair between the two teaches the
-model to finish (on SmolLM2-135M with 160 tokens, half the answers were cut). So every verified pair's chosen passes
-more of its constraints than its rejected, or as many and it ended where the rejected was cut.
+one the judge alone decides, so every verified pair's chosen passes more of its constraints than its rejected. Under
+it, an answer cut at the length limit is never a label (`cut_at_length_limit`): a trainer renders every answer of a
+pair through the chat template, which closes it with an end-of-turn token the model never wrote, so a cut rejected
+answer would teach the model not to end its answers (on SmolLM2-135M with 160 tokens, about half were cut, and DPO on
+such pairs made its answers longer).
 
 With `--score expected` a judgment's score is its expected score (the mean of 0–5 under the judge's own
 probabilities at its score token) instead of the sampled digit; a parsed judgment whose engine reported no
@@ -40,10 +41,9 @@ RULES = {
     CHECKS_FIRST: "candidates are ranked by the share of their prompt's constraints they pass, then by the judge's mean "
                   "score, then by the lower sample index; chosen = first, rejected = last; a prompt whose chosen and "
                   "rejected are equal on both is a tie; a candidate without a parsed score is never a label",
-    CHECKS_MARGIN: "as checks_first, but among candidates passing the same share of their prompt's constraints one that ended "
-                   "comes before one cut at the length limit, and a prompt with constraints whose candidates are all equal on "
-                   "both gives no pair (no_check_margin): a verified pair's chosen passes more of its constraints than its "
-                   "rejected, or as many and it ended where the rejected was cut",
+    CHECKS_MARGIN: "as checks_first over the candidates that ended (one cut at the length limit is never a label), and a "
+                   "prompt with constraints whose ended candidates all pass the same share of them gives no pair "
+                   "(no_check_margin): a verified pair's chosen passes more of its constraints than its rejected",
 }
 
 SCORE_COLUMNS = {"sampled": "score", "expected": "expected_score"}
@@ -81,9 +81,9 @@ def select_pairs(prompts: pl.DataFrame, scored: pl.DataFrame, rule: str = JUDGE_
     keys, descending = chosen_first(length_control)
     best, first = (checks, *keys), [True, *descending]
     worst, last = (checks, pl.col("score_mean"), pl.col("sample_index")), [False, False, False]
-    rank = verified_rank(rule).fill_null(0.0) if rule in (CHECKS_FIRST, CHECKS_MARGIN) else pl.lit(0.0)
+    rank = pl.col("check_share").fill_null(0.0) if rule in (CHECKS_FIRST, CHECKS_MARGIN) else pl.lit(0.0)
     by_prompt = (
-        scored.filter(pl.col("n_scored") > 0)
+        scored.filter((pl.col("n_scored") > 0) & labelable(rule))
         .with_columns(rank.alias("checks_rank"))
         .group_by("prompt_id")
         .agg(
@@ -102,11 +102,12 @@ def select_pairs(prompts: pl.DataFrame, scored: pl.DataFrame, rule: str = JUDGE_
     )
     everyone = prompts.select("prompt_id").join(by_prompt, on="prompt_id", how="left")
     if rule == CHECKS_MARGIN:  # the prompts left unjudged because their checks could not tell any two candidates apart
-        everyone = everyone.join(check_margins(scored, rule).filter(~pl.col("has_margin")).select("prompt_id", "unjudged_share"),
-                                 on="prompt_id", how="left")
-        everyone = everyone.with_columns(pl.col("no_margin").fill_null(False) | pl.col("unjudged_share").is_not_null())
+        margins = check_margins(scored).filter(~pl.col("has_margin")).select("prompt_id", "ended", "unjudged_share")
+        everyone = everyone.join(margins, on="prompt_id", how="left")
+        everyone = everyone.with_columns(pl.col("no_margin").fill_null(False) | pl.col("ended").is_not_null())
     else:
-        everyone = everyone.with_columns(pl.lit(None, pl.Float64).alias("unjudged_share"), pl.col("no_margin").fill_null(False))
+        everyone = everyone.with_columns(pl.lit(None, pl.UInt32).alias("ended"), pl.lit(None, pl.Float64).alias("unjudged_share"),
+                                         pl.col("no_margin").fill_null(False))
     too_few = everyone.filter((pl.col("n_scored_candidates").fill_null(0) < 2) & ~pl.col("no_margin"))
     no_margin = everyone.filter(pl.col("no_margin"))
     ties = everyone.filter((pl.col("n_scored_candidates") >= 2) & pl.col("tied") & ~pl.col("no_margin"))
@@ -141,39 +142,40 @@ def select_pairs(prompts: pl.DataFrame, scored: pl.DataFrame, rule: str = JUDGE_
         [
             _prompt_drop(too_few, "too_few_scored", pl.format("{} scored candidates", pl.col("n_scored_candidates").fill_null(0))),
             _prompt_drop(ties, "tie", pl.format("all scored candidates average {}", pl.col("score_chosen").round(3))),
-            _prompt_drop(no_margin, "no_check_margin", pl.format("every candidate passes {} of its constraints",
-                                                                 pl.coalesce("unjudged_share", "checks_chosen").round(3))),
+            _prompt_drop(no_margin, "no_check_margin",
+                         pl.when(pl.col("ended") == 0).then(pl.lit("every candidate was cut at the length limit"))
+                         .otherwise(pl.format("every candidate that ended passes {} of its constraints",
+                                              pl.coalesce("unjudged_share", "checks_chosen").round(3)))),
         ]
     )
     return pairs, dropped
 
 
-FINISHED = 1e-6  # less than any two check shares differ by: ending only orders answers that pass the same share
+def labelable(rule: str) -> pl.Expr:
+    """Which candidates may be chosen or rejected: any, except under checks_margin one cut at the length limit."""
+    return pl.col("finish_reason") != "length" if rule == CHECKS_MARGIN else pl.lit(True)
 
 
-def verified_rank(rule: str) -> pl.Expr:
-    """What the verifiers say of a candidate, higher better: the share of its prompt's constraints it passes, and under
-    checks_margin, a hair more when it ended than when it was cut at the length limit."""
-    if rule != CHECKS_MARGIN:
-        return pl.col("check_share")
-    return pl.col("check_share") + pl.when(pl.col("finish_reason") == "length").then(0.0).otherwise(FINISHED)
-
-
-def check_margins(candidates: pl.DataFrame, rule: str = CHECKS_MARGIN) -> pl.DataFrame:
-    """Per prompt that carries constraints: whether the verifiers tell some of its candidates apart (`has_margin`), and
-    the share they all pass when they do not (`unjudged_share`)."""
-    rank = verified_rank(rule)
-    return (candidates.filter(pl.col("check_share").is_not_null()).group_by("prompt_id")
-            .agg((rank.max() > rank.min()).alias("has_margin"), pl.col("check_share").first().alias("unjudged_share")))
+def check_margins(candidates: pl.DataFrame) -> pl.DataFrame:
+    """Per prompt that carries constraints, over its candidates that ended: whether the verifiers tell some of them
+    apart (`has_margin`), how many ended, and the share they all pass when they are not told apart (`unjudged_share`)."""
+    share, ended = pl.col("check_share"), labelable(CHECKS_MARGIN)
+    return (candidates.filter(share.is_not_null()).group_by("prompt_id")
+            .agg((share.filter(ended).max() > share.filter(ended).min()).fill_null(False).alias("has_margin"),
+                 ended.sum().alias("ended"), share.filter(ended).first().alias("unjudged_share")))
 
 
 def to_judge(candidates: pl.DataFrame, checks: pl.DataFrame | None, rule: str) -> pl.DataFrame:
-    """The candidates whose judgments can change a label: all of them, except under checks_margin, where a prompt
-    whose candidates all pass the same share of its constraints gives no pair whatever the judge says."""
-    if rule != CHECKS_MARGIN or checks is None:
+    """The candidates whose judgments can change a label: all of them, except under checks_margin, where an answer cut
+    at the length limit is never a label, and a prompt whose answers that ended all pass the same share of its
+    constraints gives no pair whatever the judge says."""
+    if rule != CHECKS_MARGIN:
         return candidates
-    margins = check_margins(with_checks(candidates, checks), rule)
-    return candidates.join(margins.filter(~pl.col("has_margin")).select("prompt_id"), on="prompt_id", how="anti", maintain_order="left")
+    ended = candidates.filter(labelable(rule))
+    if checks is None:
+        return ended
+    margins = check_margins(with_checks(candidates, checks))
+    return ended.join(margins.filter(~pl.col("has_margin")).select("prompt_id"), on="prompt_id", how="anti", maintain_order="left")
 
 
 def _prompt_drop(frame: pl.DataFrame, reason: str, detail: pl.Expr) -> pl.DataFrame:
@@ -187,10 +189,12 @@ def unlabelled(scored: pl.DataFrame, judgments: pl.DataFrame, score: str = "samp
     bad = judgments.filter(pl.col("parse_error").is_not_null() | no_probs)
     bad_judgments = drops(bad, "judgment", pl.when(no_probs).then(pl.lit("no_score_probs")).otherwise(pl.lit("unparsed_judgment")),
                           pl.when(no_probs).then(pl.lit("the engine reported no score probabilities")).otherwise(pl.col("parse_error")))
-    never_judged = (pl.col("n_judgments") == 0) & pl.lit(rule == CHECKS_MARGIN)  # to_judge left its prompt out: the prompt's drop says why
+    never_judged = (pl.col("n_judgments") == 0) & pl.lit(rule == CHECKS_MARGIN)  # to_judge left it out: the prompt's drop says why
     unscored = drops(scored.filter((pl.col("n_scored") == 0) & ~never_judged), "candidate", "no_parsed_score",
                      pl.format("0 of {} judgments parsed", "n_judgments"))
-    return pl.concat([bad_judgments, unscored])
+    cut = drops(scored.filter(~labelable(rule)), "candidate", "cut_at_length_limit",
+                pl.format("cut at {} tokens: a trainer would close it with an end-of-turn token it never wrote", "n_tokens"))
+    return pl.concat([bad_judgments, unscored, cut])
 
 
 def build_labels(prompts: pl.DataFrame, candidates: pl.DataFrame, judgments: pl.DataFrame,
