@@ -192,6 +192,8 @@ def unlabelled(scored: pl.DataFrame, judgments: pl.DataFrame, score: str = "samp
     never_judged = (pl.col("n_judgments") == 0) & pl.lit(rule == CHECKS_MARGIN)  # to_judge left it out: the prompt's drop says why
     unscored = drops(scored.filter((pl.col("n_scored") == 0) & ~never_judged), "candidate", "no_parsed_score",
                      pl.format("0 of {} judgments parsed", "n_judgments"))
+    if rule != CHECKS_MARGIN:
+        return pl.concat([bad_judgments, unscored])
     cut = drops(scored.filter(~labelable(rule)), "candidate", "cut_at_length_limit",
                 pl.format("cut at {} tokens: a trainer would close it with an end-of-turn token it never wrote", "n_tokens"))
     return pl.concat([bad_judgments, unscored, cut])
