@@ -265,7 +265,7 @@ def show_command(version, output, store):
         from builder.app.eval_views import following_table
         from builder.app.show import kind_view
 
-        return stdout().print(kind_view(found, damaged), following_table(found.manifest.stats))
+        return stdout().print(kind_view(found, damaged, with_stats=False), following_table(found.manifest.stats))
     if found.manifest.kind in ("seed", "eft", "prompts", "sft", "verifiable", "judge-pairs"):
         from builder.app.show import kind_view
 

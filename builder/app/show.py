@@ -212,7 +212,7 @@ def stdout() -> Console:
     return Console()
 
 
-def kind_view(version: Version, damaged: list[str]) -> Group:
+def kind_view(version: Version, damaged: list[str], with_stats: bool = True) -> Group:
     """Seed, EFT, prompts, SFT and judge-pairs versions: where they came from, their tables, and their statistics
     (agreement rate, filter counts…) as the manifest records them."""
     m = version.manifest
@@ -238,7 +238,7 @@ def kind_view(version: Version, damaged: list[str]) -> Group:
     stats.add_column("value", justify="right")
     for name, value in m.stats.items():
         stats.add_row(name.replace("_", " "), _pct(value) if name.endswith("_rate") else _value(value))
-    parts = [Panel(summary, title="manifest", title_align="left"), counts, stats]
+    parts = [Panel(summary, title="manifest", title_align="left"), counts] + ([stats] if with_stats else [])
     if m.counts.get("dropped") and not any(name.startswith("dropped") for name in damaged):
         dropped = version.scan("dropped").group_by("level", "reason").len().sort("level", "reason").collect()
         drops = Table(title="dropped, by reason", title_justify="left")
