@@ -87,13 +87,18 @@ def test_mix_sft_rejects_judgments_without_a_score(tmp_path):
 
 
 def test_make_eft_keeps_agreeing_groups_and_holds_some_out(tiny_model, tmp_path):
+    # The tiny model's scores are near random, so whether one group agrees with its humans is luck; with 24 groups of
+    # two, some agree whatever the library versions (about 18 train groups, each agreeing about 4 times in 10).
+    ranked = write_jsonl(tmp_path / "ranked.jsonl", [{"prompt": f"Name one use of item number {i}.",
+                                                      "responses": [f"Item {i} can hold water.", "I do not know."],
+                                                      "ranks": [1, 2]} for i in range(24)])
     store = tmp_path / "store"
     fast = ["--model", tiny_model, "-k", "2", "--judge-max-new-tokens", "32", "--batch-size", "8", "--store", store]
-    version = run_builder("make-eft", *fast, check=True).stdout.strip().splitlines()[-1]
+    version = run_builder("make-eft", "--ranked", ranked, *fast, check=True).stdout.strip().splitlines()[-1]
     folder = store / version
     manifest = json.loads((folder / "manifest.json").read_text())
     stats = manifest["stats"]
-    assert stats["groups"] == 12 and stats["heldout_groups"] + stats["train_groups"] == 12 and stats["heldout_groups"] >= 1
+    assert stats["groups"] == 24 and stats["heldout_groups"] + stats["train_groups"] == 24 and stats["heldout_groups"] >= 1
     groups = pl.read_parquet(folder / "groups.parquet")
     eft = pl.read_parquet(folder / "eft.parquet")
     assert stats["agreeing_groups"] == groups["agrees"].sum() and set(eft["prompt_id"]) == set(groups.filter("agrees")["prompt_id"])
