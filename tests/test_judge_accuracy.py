@@ -133,6 +133,34 @@ def test_checks_margin_never_labels_an_answer_cut_at_the_length_limit():
     assert first.filter(pl.col("prompt_id") == "cut")["chosen_id"].to_list() == ["cut-c0"]
 
 
+def test_pairs_per_prompt_adds_the_pairs_nearest_to_best_against_worst():
+    prompts, candidates, judgments, checks = labelled_tables({
+        "mixed": [(PASSING, [4]), (FAILING, [5]), (PASSING, [2]), (FAILING, [1]), (FAILING, [3])],
+        "all_fail": [(FAILING, [5]), (FAILING, [1])],
+    })
+    _, one, _ = build_labels(prompts, candidates, judgments, checks, CHECKS_MARGIN)
+    _, four, dropped = build_labels(prompts, candidates, judgments, checks, CHECKS_MARGIN, pairs_per_prompt=4)
+    # chosen-first: c0 (passes, 4), c2 (passes, 2), then the failing ones; rejected-first: c3 (1), c4 (3), c1 (5)
+    assert four.select("chosen_id", "rejected_id").rows() == [("mixed-c0", "mixed-c3"), ("mixed-c0", "mixed-c4"),
+                                                               ("mixed-c2", "mixed-c3"), ("mixed-c0", "mixed-c1")]
+    assert four.head(1).equals(one)
+    assert four["chosen_passed"].all() and not four["rejected_passed"].any()  # never a pair the verifiers cannot order
+    assert dropped.filter(pl.col("level") == "prompt")["prompt_id"].to_list() == ["all_fail"]
+    _, many, _ = build_labels(prompts, candidates, judgments, checks, CHECKS_MARGIN, pairs_per_prompt=100)
+    assert many.height == 2 * 3 and many["pair_id"].n_unique() == 6  # every passing answer against every failing one, once
+
+
+def test_pairs_per_prompt_under_the_judge_alone():
+    prompts, candidates, judgments, _ = labelled_tables({"a": [(PASSING, [5]), (PASSING, [4]), (PASSING, [4]), (PASSING, [1])],
+                                                          "tie": [(PASSING, [3]), (PASSING, [3])]})
+    _, pairs, dropped = build_labels(prompts, candidates, judgments, None, JUDGE_ONLY, pairs_per_prompt=6)
+    # c1 and c2 average the same: neither is ever chosen over the other; a tied prompt stays a tie
+    assert pairs.select("chosen_id", "rejected_id").rows() == [("a-c0", "a-c3"), ("a-c0", "a-c1"), ("a-c1", "a-c3"),
+                                                               ("a-c0", "a-c2"), ("a-c2", "a-c3")]
+    assert (pairs["score_margin"] > 0).all()
+    assert dropped["reason"].to_list() == ["tie"]
+
+
 def test_label_quality_classes():
     pairs = pl.DataFrame({"chosen_passed": [True, True, False, False, None], "rejected_passed": [False, True, False, True, None]})
     quality = label_quality(pairs)
@@ -238,6 +266,14 @@ def test_make_pairs_verify_writes_checks_and_changes_only_its_own_identity(tiny_
     assert margin_pairs.height > 0 and margin_pairs.filter(~pl.col("chosen_passed") | pl.col("rejected_passed")).height == 0
     assert margin_m["stats"]["label_quality"]["counts"]["both_fail"] == 0 == margin_m["stats"]["label_quality"]["both_fail_chosen_passes_more"]
     assert (margin_pairs["chosen_check_share"] > margin_pairs["rejected_check_share"]).all()
+    more = run_builder(*common, "--verify", "--verify-rule", "checks_margin", "--pairs-per-prompt", "3", "--prompts", split,
+                       check=True).stdout.strip().splitlines()[-1]
+    more_m = json.loads((store / more / "manifest.json").read_text())
+    assert more != margin and more_m["identity"]["pairs_per_prompt"] == 3 == more_m["extra"]["labels"]["pairs_per_prompt"]
+    more_pairs = pl.read_parquet(store / more / "pairs.parquet")
+    assert more_pairs.height >= margin_pairs.height and more_pairs.group_by("prompt_id").len()["len"].max() <= 3
+    assert (more_pairs["chosen_check_share"] > more_pairs["rejected_check_share"]).all()
+    assert more_m["stats"]["judgments_parsed"] == margin_m["stats"]["judgments_parsed"]  # the same judgments: no new paid work
     refused = run_builder(*common, "--verify-rule", "checks_margin")
     assert refused.returncode == 2 and refused.stderr.strip() == "Error: --verify-rule checks_margin needs --verify"
 

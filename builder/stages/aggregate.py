@@ -48,6 +48,12 @@ RULES = {
 
 SCORE_COLUMNS = {"sampled": "score", "expected": "expected_score"}
 
+# select_pairs keeps each prompt's candidates in chosen-first and in rejected-first order as lists (chosen_ids,
+# rejected_scores, ...); a pair's columns are the lists' i-th items.
+LISTED = (("ids", pl.col("candidate_id")), ("scores", pl.col("score_mean")), ("checks", pl.col("checks_rank")))
+FIRST_PAIR = {("chosen", "ids"): "chosen_id", ("rejected", "ids"): "rejected_id", ("chosen", "scores"): "score_chosen",
+              ("rejected", "scores"): "score_rejected", ("chosen", "checks"): "checks_chosen", ("rejected", "checks"): "checks_rejected"}
+
 
 def score_candidates(candidates: pl.DataFrame, judgments: pl.DataFrame, score: str = "sampled") -> pl.DataFrame:
     column = SCORE_COLUMNS[score]
@@ -75,8 +81,9 @@ def chosen_first(length_control: float | None) -> tuple[list[pl.Expr], list[bool
 
 
 def select_pairs(prompts: pl.DataFrame, scored: pl.DataFrame, rule: str = JUDGE_ONLY,
-                 length_control: float | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Returns (pairs, prompts dropped at this stage). `rule` is a key of RULES."""
+                 length_control: float | None = None, pairs_per_prompt: int = 1) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Returns (pairs, prompts dropped at this stage). `rule` is a key of RULES. A prompt gives a pair, or a drop,
+    by its best candidate against its worst; with `pairs_per_prompt` above 1, its further pairs are nearest_pairs."""
     checks = pl.col("checks_rank")
     keys, descending = chosen_first(length_control)
     best, first = (checks, *keys), [True, *descending]
@@ -89,13 +96,10 @@ def select_pairs(prompts: pl.DataFrame, scored: pl.DataFrame, rule: str = JUDGE_
         .agg(
             pl.len().alias("n_scored_candidates"),
             (pl.col("check_share").is_not_null().any() if "check_share" in scored.columns else pl.lit(False)).alias("verified"),
-            pl.col("candidate_id").sort_by(*best, descending=first).first().alias("chosen_id"),
-            pl.col("candidate_id").sort_by(*worst, descending=last).first().alias("rejected_id"),
-            pl.col("score_mean").sort_by(*best, descending=first).first().alias("score_chosen"),
-            pl.col("score_mean").sort_by(*worst, descending=last).first().alias("score_rejected"),
-            checks.sort_by(*best, descending=first).first().alias("checks_chosen"),
-            checks.sort_by(*worst, descending=last).first().alias("checks_rejected"),
+            *(column.sort_by(*best, descending=first).alias(f"chosen_{name}") for name, column in LISTED),
+            *(column.sort_by(*worst, descending=last).alias(f"rejected_{name}") for name, column in LISTED),
         )
+        .with_columns(*(pl.col(f"{side}_{name}").list.first().alias(first_pair) for (side, name), first_pair in FIRST_PAIR.items()))
         .with_columns(((pl.col("score_chosen") == pl.col("score_rejected")) & (pl.col("checks_chosen") == pl.col("checks_rejected"))).alias("tied"),
                       (pl.col("verified") & (pl.col("checks_chosen") == pl.col("checks_rejected")) & pl.lit(rule == CHECKS_MARGIN))
                       .alias("no_margin"))
@@ -111,16 +115,16 @@ def select_pairs(prompts: pl.DataFrame, scored: pl.DataFrame, rule: str = JUDGE_
     too_few = everyone.filter((pl.col("n_scored_candidates").fill_null(0) < 2) & ~pl.col("no_margin"))
     no_margin = everyone.filter(pl.col("no_margin"))
     ties = everyone.filter((pl.col("n_scored_candidates") >= 2) & pl.col("tied") & ~pl.col("no_margin"))
-    winners = everyone.filter((pl.col("n_scored_candidates") >= 2) & ~pl.col("tied") & ~pl.col("no_margin"))
+    winners = nearest_pairs(everyone.filter((pl.col("n_scored_candidates") >= 2) & ~pl.col("tied") & ~pl.col("no_margin")), rule, pairs_per_prompt)
 
     verified = "passed" in scored.columns  # the prompts carry constraints: each side says whether it passed them all
     response = scored.select("candidate_id", "response", "n_tokens", *(["passed", "check_share"] if verified else []))
     side = lambda name: {"candidate_id": f"{name}_id", "response": f"{name}_text", "n_tokens": f"{name}_tokens",  # noqa: E731
                          "passed": f"{name}_passed", "check_share": f"{name}_check_share"}
     pairs = (
-        winners.join(prompts.select("prompt_id", "messages"), on="prompt_id")
-        .join(response.rename(side("chosen"), strict=False), on="chosen_id")
-        .join(response.rename(side("rejected"), strict=False), on="rejected_id")
+        winners.join(prompts.select("prompt_id", "messages"), on="prompt_id", maintain_order="left")
+        .join(response.rename(side("chosen"), strict=False), on="chosen_id", maintain_order="left")
+        .join(response.rename(side("rejected"), strict=False), on="rejected_id", maintain_order="left")
         .select(
             pl.format("{}>{}", "chosen_id", "rejected_id").alias("pair_id"),
             "prompt_id",
@@ -136,7 +140,7 @@ def select_pairs(prompts: pl.DataFrame, scored: pl.DataFrame, rule: str = JUDGE_
             "rejected_tokens",
             *(["chosen_passed", "rejected_passed", "chosen_check_share", "rejected_check_share"] if verified else []),
         )
-        .sort("prompt_id")
+        .sort("prompt_id", maintain_order=True)  # a prompt's pairs stay nearest-first
     )
     dropped = pl.concat(
         [
@@ -149,6 +153,30 @@ def select_pairs(prompts: pl.DataFrame, scored: pl.DataFrame, rule: str = JUDGE_
         ]
     )
     return pairs, dropped
+
+
+def nearest_pairs(winners: pl.DataFrame, rule: str, pairs_per_prompt: int) -> pl.DataFrame:
+    """Up to `pairs_per_prompt` pairs per prompt: its best against its worst, then the pairs nearest to that one (the
+    i-th candidate in chosen-first order against the j-th in rejected-first order, by i + j, then i) wherever the
+    first is ranked strictly above the second (under checks_margin on a verified prompt: passes more constraints).
+    A candidate may be in several pairs, as the best one is against every failing one."""
+    if pairs_per_prompt == 1:
+        return winners.drop(f"{side}_{name}" for side, name in FIRST_PAIR)
+
+    def side(name: str) -> pl.DataFrame:
+        columns = [f"{name}_{listed}" for listed, _ in LISTED]
+        return (winners.select("prompt_id", "verified", *columns).with_columns(pl.int_ranges(pl.col(f"{name}_ids").list.len()).alias(f"{name}_index"))
+                .explode(*columns, f"{name}_index").rename({f"{name}_{listed}": FIRST_PAIR[(name, listed)] for listed, _ in LISTED}))
+    more_checks = pl.col("checks_chosen") > pl.col("checks_rejected")
+    ranked_above = more_checks | ((pl.col("checks_chosen") == pl.col("checks_rejected")) & (pl.col("score_chosen") > pl.col("score_rejected")))
+    if rule == CHECKS_MARGIN:
+        ranked_above = pl.when(pl.col("verified")).then(more_checks).otherwise(ranked_above)
+    first = (pl.col("chosen_index") == 0) & (pl.col("rejected_index") == 0)
+    return (side("chosen").join(side("rejected").drop("verified"), on="prompt_id")
+            .filter(first | ranked_above)
+            .sort("prompt_id", pl.col("chosen_index") + pl.col("rejected_index"), "chosen_index")
+            .group_by("prompt_id", maintain_order=True).head(pairs_per_prompt)
+            .drop("chosen_index", "rejected_index"))
 
 
 def labelable(rule: str) -> pl.Expr:
@@ -201,12 +229,12 @@ def unlabelled(scored: pl.DataFrame, judgments: pl.DataFrame, score: str = "samp
 
 def build_labels(prompts: pl.DataFrame, candidates: pl.DataFrame, judgments: pl.DataFrame,
                  checks: pl.DataFrame | None = None, rule: str = JUDGE_ONLY, length_control: float | None = None,
-                 score: str = "sampled"):
+                 score: str = "sampled", pairs_per_prompt: int = 1):
     """(candidates with their scores, pairs, dropped rows) from the raw tables; `score`: sampled | expected. With
     `checks` (the verifiers' rows), candidates and pairs also say which answers passed, and `rule` says whether
     that decides."""
     scored = score_candidates(candidates, judgments, score)
     if checks is not None:
         scored = with_checks(scored, checks)
-    pairs, dropped_prompts = select_pairs(prompts, scored, rule, length_control)
+    pairs, dropped_prompts = select_pairs(prompts, scored, rule, length_control, pairs_per_prompt)
     return scored, pairs, pl.concat([unlabelled(scored, judgments, score, rule), dropped_prompts])

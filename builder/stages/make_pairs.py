@@ -148,7 +148,8 @@ class PairsBuild:
             "seed": config.seed,
         } | ({"judge_engine": {"backend": judge_backend}} if judge_backend != config.backend else {}) \
           | ({"length_control": config.length_control} if config.length_control is not None else {}) \
-          | ({"labels": {"rule": config.verify_rule}} if config.verify else {})  # off: the identity (and id) of earlier versions
+          | ({"labels": {"rule": config.verify_rule}} if config.verify else {}) \
+          | ({"pairs_per_prompt": config.pairs_per_prompt} if config.pairs_per_prompt != 1 else {})  # off: earlier versions' ids
         build = cls(config, store, index, setup, policy_ref, judge_ref, judge_backend, judge_options, identity, index.constrained > 0)
         build.engines = once(build.load_engines)
         return build
@@ -195,7 +196,8 @@ class PairsBuild:
         judgments = judge_candidates(judge, setup.spec, fitting, to_judge(candidates, checks, self.rule), setup.sampling, config.seed,
                                      store, config.batch_size, setup.constraint, blocks)
         judgments_s = time.perf_counter() - begun - candidates_s
-        scored, pairs, dropped = build_labels(fitting, candidates, judgments, checks, self.rule, config.length_control, config.score)
+        scored, pairs, dropped = build_labels(fitting, candidates, judgments, checks, self.rule, config.length_control, config.score,
+                                               config.pairs_per_prompt)
         order = in_prompt_order(fitting, scored)
         tables = {
             "prompts": fitting,
@@ -233,7 +235,8 @@ class PairsBuild:
             quality["basis"] = "verifiers"
         first = shards[0].record
         extra = {"context": first["context"], "batch_size": config.batch_size,
-                 "labels": {"rule": self.rule, "text": RULES[self.rule], "verified_prompts": sum(s.record["verified_prompts"] for s in shards)}}
+                 "labels": {"rule": self.rule, "text": RULES[self.rule], "pairs_per_prompt": config.pairs_per_prompt,
+                            "verified_prompts": sum(s.record["verified_prompts"] for s in shards)}}
         if config.length_control is not None:
             extra["length_control"] = length_control_record([s.record["length_control"] for s in shards], config.length_control)
         tie_rates = {score: round(sum(s.record["ties"][score] for s in shards) / n_prompts, 4) if n_prompts else None
