@@ -52,10 +52,9 @@ class MakePairsConfig(ModelKnobs, SamplingKnobs, JudgeModelKnobs, PointwiseJudge
                                             "its constraints gets its pair from the judge; checks_margin: it gets no pair (and its "
                                             "candidates are not judged), so every verified pair's chosen passes more constraints",
                             choices=("checks_first", "checks_margin"))
-    pairs_per_prompt: int = knob(1, "Pairs per prompt: the best candidate against the worst, then the pairs nearest to that one "
+    pairs_per_prompt: int = knob(1, "Pairs per prompt (1: the paper's best against worst): then the pairs nearest to that one, "
                                     "wherever the first is ranked above the second (under checks_margin: passes more "
-                                    "constraints); no new generation or judgment [default: 1, the paper's best against worst]",
-                                 rule="positive")
+                                    "constraints), from the same candidates and judgments", rule="positive")
     shard_size: int = knob(SHARD_SIZE, "Prompts per shard: the build runs, saves and resumes shard by shard, in memory bounded "
                                        "by this (rounded up to whole blocks of 16 batches); the version is the same whatever it is",
                            rule="positive")
