@@ -12,7 +12,7 @@ from builder.core.schemas import CANDIDATES_SCHEMA, JUDGMENTS_SCHEMA, PROMPTS_SC
 from builder.judging.constraints import Constraint
 from builder.judging.metrics import share_with_ci, wilson_interval
 from builder.judging.verify import check_candidates, describe_label_quality, label_quality
-from builder.stages.aggregate import CHECKS_FIRST, CHECKS_MARGIN, JUDGE_ONLY, build_labels, to_judge
+from builder.stages.aggregate import CHECKS_FIRST, CHECKS_MARGIN, CHECKS_MARGIN_ENDED, JUDGE_ONLY, build_labels, to_judge
 
 SHORT = [Constraint("max_words", {"n": 3})]  # "ok" passes, a five-word answer fails
 PASSING, FAILING = "ok", "one two three four five"
@@ -133,6 +133,38 @@ def test_checks_margin_never_labels_an_answer_cut_at_the_length_limit():
     assert first.filter(pl.col("prompt_id") == "cut")["chosen_id"].to_list() == ["cut-c0"]
 
 
+def test_checks_margin_ended_rejects_a_cut_answer_but_never_chooses_one():
+    """Ending within the length limit counts after the constraints: a cut answer may be rejected, never chosen."""
+    prompts, candidates, judgments, checks = labelled_tables({
+        "cut": [(PASSING, [5]), (FAILING, [1]), (FAILING, [2])],  # c0 passes but was cut: no ended answer passes more
+        "same": [(FAILING, [1]), (FAILING, [5]), (FAILING, [2])],  # all fail; c1 was cut: c2 ended, over c1
+        "kept": [(PASSING, [1]), (FAILING, [5]), (FAILING, [2])],  # c2 was cut: it fails and ranks below c1, so c0 over c2
+        "all_cut": [(PASSING, [1]), (FAILING, [5])],
+        "plain": [(FAILING, [2]), (PASSING, [4]), (PASSING, [1])],  # no constraint: as checks_margin, c2 cut is no label
+    })
+    checks = checks.filter(pl.col("prompt_id") != "plain")
+    cut = pl.col("candidate_id").is_in(["cut-c0", "same-c1", "kept-c2", "all_cut-c0", "all_cut-c1", "plain-c2"])
+    candidates = candidates.with_columns(pl.when(cut).then(pl.lit("length")).otherwise(pl.col("finish_reason")).alias("finish_reason"))
+    _, pairs, dropped = build_labels(prompts, candidates, judgments, checks, CHECKS_MARGIN_ENDED)
+    assert pairs.select("prompt_id", "chosen_id", "rejected_id").sort("prompt_id").rows() == [
+        ("kept", "kept-c0", "kept-c2"), ("plain", "plain-c1", "plain-c0"), ("same", "same-c2", "same-c1")]
+    margins = dropped.filter(pl.col("reason") == "no_check_margin").sort("prompt_id")
+    assert margins.select("prompt_id", "detail").rows() == [("all_cut", "every candidate was cut at the length limit"),
+                                                             ("cut", "every candidate that ended passes 0.0 of its constraints")]
+    assert dropped.filter(pl.col("reason") == "cut_at_length_limit")["candidate_id"].to_list() == ["plain-c2"]
+    judged = to_judge(candidates, checks, CHECKS_MARGIN_ENDED)  # the cut answers of "same" and "kept" may be rejected
+    assert sorted(judged["candidate_id"]) == ["kept-c0", "kept-c1", "kept-c2", "plain-c0", "plain-c1",
+                                              "same-c0", "same-c1", "same-c2"]
+    _, pairs_unjudged, _ = build_labels(prompts, candidates, judgments.join(judged.select("candidate_id"), on="candidate_id"),
+                                        checks, CHECKS_MARGIN_ENDED)
+    assert pairs_unjudged.equals(pairs)
+    _, many, _ = build_labels(prompts, candidates, judgments, checks, CHECKS_MARGIN_ENDED, pairs_per_prompt=100)
+    chosen = many.join(candidates.select(pl.col("candidate_id").alias("chosen_id"), "finish_reason"), on="chosen_id")
+    assert (chosen["finish_reason"] != "length").all()  # whatever K, a cut answer is never chosen
+    assert many.filter(pl.col("prompt_id") == "kept").select("chosen_id", "rejected_id").rows() == [
+        ("kept-c0", "kept-c2"), ("kept-c0", "kept-c1"), ("kept-c1", "kept-c2")]
+
+
 def test_pairs_per_prompt_adds_the_pairs_nearest_to_best_against_worst():
     prompts, candidates, judgments, checks = labelled_tables({
         "mixed": [(PASSING, [4]), (FAILING, [5]), (PASSING, [2]), (FAILING, [1]), (FAILING, [3])],
@@ -171,7 +203,7 @@ def test_label_quality_classes():
                                  pl.Series("rejected_check_share", [0.0, 1.0, 0.0, 1.0, None]))
     quality = label_quality(partial)
     assert quality["both_fail_chosen_passes_more"] == 1  # both fail, but the chosen passes one constraint of two
-    assert "both fail: 25.0% (1; in 1 of them the chosen passes more of its constraints)" in describe_label_quality(quality | {"basis": "verifiers"})
+    assert "both fail: 25.0% (1; in 1 of them the chosen passes more of its constraints, in 0 as many)" in describe_label_quality(quality | {"basis": "verifiers"})
 
 
 def verifiable_prompts(path, words: int = 6):

@@ -89,7 +89,8 @@ def describe_label_quality(quality: dict | None) -> list[str]:
         names = {"chosen_passes_rejected_fails": "chosen passes, rejected fails", "both_pass": "both pass",
                  "both_fail": "both fail", "reversed": "reversed (chosen fails, rejected passes)"}
         more = quality.get("both_fail_chosen_passes_more")
-        detail = {"both_fail": f"; in {more} of them the chosen passes more of its constraints" if more is not None else ""}
+        detail = {"both_fail": f"; in {more} of them the chosen passes more of its constraints, in {counts['both_fail'] - more} "
+                               "as many" if more is not None else ""}
         return [f"{n} pairs on verifiable prompts, checked by the verifiers:"] + [
             f"{names[c]}: {100 * shares[c]:.1f}% ({counts[c]}{detail.get(c, '')})" for c in LABEL_CLASSES]
     if quality.get("basis") == "judge_measurement" and quality.get("accuracy") is not None:

@@ -21,7 +21,12 @@ one the judge alone decides, so every verified pair's chosen passes more of its 
 it, an answer cut at the length limit is never a label (`cut_at_length_limit`): a trainer renders every answer of a
 pair through the chat template, which closes it with an end-of-turn token the model never wrote, so a cut rejected
 answer would teach the model not to end its answers (on SmolLM2-135M with 160 tokens, about half were cut, and DPO on
-such pairs made its answers longer).
+such pairs made its answers longer). `checks_margin_ended` counts ending within the length limit as one more check, after
+the prompt's constraints: of two answers passing the same share of them, one that ended ranks above one that was cut. A
+cut answer may then be rejected, never chosen, so a prompt whose ended answers all pass the same share still gives a
+pair where an answer was cut, and the model learns to end within the limit the eval also sets (on SmolLM2-135M, its
+cut answers followed a third fewer instructions than its ended ones). On prompts without constraints it is
+checks_margin.
 
 With `--score expected` a judgment's score is its expected score (the mean of 0–5 under the judge's own
 probabilities at its score token) instead of the sampled digit; a parsed judgment whose engine reported no
@@ -34,7 +39,8 @@ from builder.core.prompts import turn
 from builder.core.schemas import drops
 from builder.judging.verify import with_checks
 
-JUDGE_ONLY, CHECKS_FIRST, CHECKS_MARGIN = "judge_only", "checks_first", "checks_margin"
+JUDGE_ONLY, CHECKS_FIRST, CHECKS_MARGIN, CHECKS_MARGIN_ENDED = "judge_only", "checks_first", "checks_margin", "checks_margin_ended"
+MARGIN_RULES = (CHECKS_MARGIN, CHECKS_MARGIN_ENDED)
 RULES = {
     JUDGE_ONLY: "candidates are ranked by the judge's mean score, then by the lower sample index; chosen = first, "
                 "rejected = last; equal means are a tie",
@@ -44,15 +50,21 @@ RULES = {
     CHECKS_MARGIN: "as checks_first over the candidates that ended (one cut at the length limit is never a label), and a "
                    "prompt with constraints whose ended candidates all pass the same share of them gives no pair "
                    "(no_check_margin): a verified pair's chosen passes more of its constraints than its rejected",
+    CHECKS_MARGIN_ENDED: "as checks_margin, except that on a prompt with constraints ending within the length limit counts "
+                         "after them: of two candidates passing the same share, one that ended ranks above one that was "
+                         "cut; a cut candidate may be rejected, never chosen, and a verified pair's chosen passes more of "
+                         "its constraints than its rejected, or as many and ended where the rejected was cut",
 }
 
 SCORE_COLUMNS = {"sampled": "score", "expected": "expected_score"}
 
 # select_pairs keeps each prompt's candidates in chosen-first and in rejected-first order as lists (chosen_ids,
 # rejected_scores, ...); a pair's columns are the lists' i-th items.
-LISTED = (("ids", pl.col("candidate_id")), ("scores", pl.col("score_mean")), ("checks", pl.col("checks_rank")))
+LISTED = (("ids", pl.col("candidate_id")), ("scores", pl.col("score_mean")), ("checks", pl.col("checks_rank")),
+          ("ended", pl.col("ended_rank")))
 FIRST_PAIR = {("chosen", "ids"): "chosen_id", ("rejected", "ids"): "rejected_id", ("chosen", "scores"): "score_chosen",
-              ("rejected", "scores"): "score_rejected", ("chosen", "checks"): "checks_chosen", ("rejected", "checks"): "checks_rejected"}
+              ("rejected", "scores"): "score_rejected", ("chosen", "checks"): "checks_chosen", ("rejected", "checks"): "checks_rejected",
+              ("chosen", "ended"): "ended_chosen", ("rejected", "ended"): "ended_rejected"}
 
 
 def score_candidates(candidates: pl.DataFrame, judgments: pl.DataFrame, score: str = "sampled") -> pl.DataFrame:
@@ -84,14 +96,15 @@ def select_pairs(prompts: pl.DataFrame, scored: pl.DataFrame, rule: str = JUDGE_
                  length_control: float | None = None, pairs_per_prompt: int = 1) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Returns (pairs, prompts dropped at this stage). `rule` is a key of RULES. A prompt gives a pair, or a drop,
     by its best candidate against its worst; with `pairs_per_prompt` above 1, its further pairs are nearest_pairs."""
-    checks = pl.col("checks_rank")
+    checks, ended = pl.col("checks_rank"), pl.col("ended_rank")
     keys, descending = chosen_first(length_control)
-    best, first = (checks, *keys), [True, *descending]
-    worst, last = (checks, pl.col("score_mean"), pl.col("sample_index")), [False, False, False]
-    rank = pl.col("check_share").fill_null(0.0) if rule in (CHECKS_FIRST, CHECKS_MARGIN) else pl.lit(0.0)
+    best, first = (ended, checks, *keys), [True, True, *descending]  # a cut candidate is never chosen while one ended
+    worst, last = (checks, ended, pl.col("score_mean"), pl.col("sample_index")), [False, False, False, False]
+    rank = pl.col("check_share").fill_null(0.0) if rule != JUDGE_ONLY else pl.lit(0.0)
+    ended_rank = pl.col("finish_reason") != "length" if rule == CHECKS_MARGIN_ENDED else pl.lit(True)
     by_prompt = (
         scored.filter((pl.col("n_scored") > 0) & labelable(rule))
-        .with_columns(rank.alias("checks_rank"))
+        .with_columns(rank.alias("checks_rank"), ended_rank.alias("ended_rank"))
         .group_by("prompt_id")
         .agg(
             pl.len().alias("n_scored_candidates"),
@@ -100,13 +113,14 @@ def select_pairs(prompts: pl.DataFrame, scored: pl.DataFrame, rule: str = JUDGE_
             *(column.sort_by(*worst, descending=last).alias(f"rejected_{name}") for name, column in LISTED),
         )
         .with_columns(*(pl.col(f"{side}_{name}").list.first().alias(first_pair) for (side, name), first_pair in FIRST_PAIR.items()))
-        .with_columns(((pl.col("score_chosen") == pl.col("score_rejected")) & (pl.col("checks_chosen") == pl.col("checks_rejected"))).alias("tied"),
-                      (pl.col("verified") & (pl.col("checks_chosen") == pl.col("checks_rejected")) & pl.lit(rule == CHECKS_MARGIN))
-                      .alias("no_margin"))
+        .with_columns(((pl.col("checks_chosen") == pl.col("checks_rejected")) & (pl.col("ended_chosen") == pl.col("ended_rejected")))
+                      .alias("same_rank"))
+        .with_columns((pl.col("same_rank") & (pl.col("score_chosen") == pl.col("score_rejected"))).alias("tied"),
+                      (pl.col("verified") & pl.col("same_rank") & pl.lit(rule in MARGIN_RULES)).alias("no_margin"))
     )
     everyone = prompts.select("prompt_id").join(by_prompt, on="prompt_id", how="left")
-    if rule == CHECKS_MARGIN:  # the prompts left unjudged because their checks could not tell any two candidates apart
-        margins = check_margins(scored).filter(~pl.col("has_margin")).select("prompt_id", "ended", "unjudged_share")
+    if rule in MARGIN_RULES:  # the prompts left unjudged because their checks could not tell any two candidates apart
+        margins = check_margins(scored, rule).filter(~pl.col("has_margin")).select("prompt_id", "ended", "unjudged_share")
         everyone = everyone.join(margins, on="prompt_id", how="left")
         everyone = everyone.with_columns(pl.col("no_margin").fill_null(False) | pl.col("ended").is_not_null())
     else:
@@ -158,8 +172,9 @@ def select_pairs(prompts: pl.DataFrame, scored: pl.DataFrame, rule: str = JUDGE_
 def nearest_pairs(winners: pl.DataFrame, rule: str, pairs_per_prompt: int) -> pl.DataFrame:
     """Up to `pairs_per_prompt` pairs per prompt: its best against its worst, then the pairs nearest to that one (the
     i-th candidate in chosen-first order against the j-th in rejected-first order, by i + j, then i) wherever the
-    first is ranked strictly above the second (under checks_margin on a verified prompt: passes more constraints).
-    A candidate may be in several pairs, as the best one is against every failing one."""
+    first is ranked strictly above the second (under checks_margin on a verified prompt: passes more constraints) and
+    may be chosen (one cut at the length limit never is). A candidate may be in several pairs, as the best one is
+    against every failing one."""
     if pairs_per_prompt == 1:
         return winners.drop(f"{side}_{name}" for side, name in FIRST_PAIR)
 
@@ -167,43 +182,55 @@ def nearest_pairs(winners: pl.DataFrame, rule: str, pairs_per_prompt: int) -> pl
         columns = [f"{name}_{listed}" for listed, _ in LISTED]
         return (winners.select("prompt_id", "verified", *columns).with_columns(pl.int_ranges(pl.col(f"{name}_ids").list.len()).alias(f"{name}_index"))
                 .explode(*columns, f"{name}_index").rename({f"{name}_{listed}": FIRST_PAIR[(name, listed)] for listed, _ in LISTED}))
-    more_checks = pl.col("checks_chosen") > pl.col("checks_rejected")
-    ranked_above = more_checks | ((pl.col("checks_chosen") == pl.col("checks_rejected")) & (pl.col("score_chosen") > pl.col("score_rejected")))
-    if rule == CHECKS_MARGIN:
+    same_checks = pl.col("checks_chosen") == pl.col("checks_rejected")
+    more_checks = (pl.col("checks_chosen") > pl.col("checks_rejected")) | (same_checks & (pl.col("ended_chosen") > pl.col("ended_rejected")))
+    same_rank = same_checks & (pl.col("ended_chosen") == pl.col("ended_rejected"))
+    ranked_above = more_checks | (same_rank & (pl.col("score_chosen") > pl.col("score_rejected")))
+    if rule in MARGIN_RULES:
         ranked_above = pl.when(pl.col("verified")).then(more_checks).otherwise(ranked_above)
     first = (pl.col("chosen_index") == 0) & (pl.col("rejected_index") == 0)
     return (side("chosen").join(side("rejected").drop("verified"), on="prompt_id")
-            .filter(first | ranked_above)
+            .filter(first | (ranked_above & pl.col("ended_chosen")))
             .sort("prompt_id", pl.col("chosen_index") + pl.col("rejected_index"), "chosen_index")
             .group_by("prompt_id", maintain_order=True).head(pairs_per_prompt)
             .drop("chosen_index", "rejected_index"))
 
 
 def labelable(rule: str) -> pl.Expr:
-    """Which candidates may be chosen or rejected: any, except under checks_margin one cut at the length limit."""
-    return pl.col("finish_reason") != "length" if rule == CHECKS_MARGIN else pl.lit(True)
+    """Which candidates may be chosen or rejected: any, except under the margin rules one cut at the length limit
+    (under checks_margin_ended, one cut on a prompt with constraints may still be rejected)."""
+    ended = pl.col("finish_reason") != "length"
+    if rule == CHECKS_MARGIN_ENDED:
+        return ended | pl.col("check_share").is_not_null()
+    return ended if rule == CHECKS_MARGIN else pl.lit(True)
 
 
-def check_margins(candidates: pl.DataFrame) -> pl.DataFrame:
-    """Per prompt that carries constraints, over its candidates that ended: whether the verifiers tell some of them
-    apart (`has_margin`), how many ended, and the share they all pass when they are not told apart (`unjudged_share`)."""
-    share, ended = pl.col("check_share"), labelable(CHECKS_MARGIN)
+def check_margins(candidates: pl.DataFrame, rule: str = CHECKS_MARGIN) -> pl.DataFrame:
+    """Per prompt that carries constraints: whether the verifiers tell some of its candidates apart (`has_margin`;
+    under checks_margin, of those that ended; under checks_margin_ended, whether any candidate ranks below the best
+    one that ended), how many ended, and the share the ended ones all pass when nothing tells them apart (`unjudged_share`)."""
+    share, ended = pl.col("check_share"), pl.col("finish_reason") != "length"
+    best = share.filter(ended).max()
+    has_margin = best > share.filter(ended).min()
+    if rule == CHECKS_MARGIN_ENDED:
+        has_margin = (share < best).any() | (~ended & (share == best)).any()
     return (candidates.filter(share.is_not_null()).group_by("prompt_id")
-            .agg((share.filter(ended).max() > share.filter(ended).min()).fill_null(False).alias("has_margin"),
+            .agg(has_margin.fill_null(False).alias("has_margin"),
                  ended.sum().alias("ended"), share.filter(ended).first().alias("unjudged_share")))
 
 
 def to_judge(candidates: pl.DataFrame, checks: pl.DataFrame | None, rule: str) -> pl.DataFrame:
-    """The candidates whose judgments can change a label: all of them, except under checks_margin, where an answer cut
-    at the length limit is never a label, and a prompt whose answers that ended all pass the same share of its
-    constraints gives no pair whatever the judge says."""
-    if rule != CHECKS_MARGIN:
+    """The candidates whose judgments can change a label: all of them, except under the margin rules, where an answer
+    that may not be a label is not judged, nor are the answers of a prompt the verifiers cannot order (it gives no pair
+    whatever the judge says)."""
+    if rule not in MARGIN_RULES:
         return candidates
-    ended = candidates.filter(labelable(rule))
     if checks is None:
-        return ended
-    margins = check_margins(with_checks(candidates, checks))
-    return ended.join(margins.filter(~pl.col("has_margin")).select("prompt_id"), on="prompt_id", how="anti", maintain_order="left")
+        return candidates.filter(pl.col("finish_reason") != "length")
+    checked = with_checks(candidates, checks)
+    margins = check_margins(checked, rule)
+    labels = checked.filter(labelable(rule)).select(candidates.columns)
+    return labels.join(margins.filter(~pl.col("has_margin")).select("prompt_id"), on="prompt_id", how="anti", maintain_order="left")
 
 
 def _prompt_drop(frame: pl.DataFrame, reason: str, detail: pl.Expr) -> pl.DataFrame:
@@ -217,10 +244,10 @@ def unlabelled(scored: pl.DataFrame, judgments: pl.DataFrame, score: str = "samp
     bad = judgments.filter(pl.col("parse_error").is_not_null() | no_probs)
     bad_judgments = drops(bad, "judgment", pl.when(no_probs).then(pl.lit("no_score_probs")).otherwise(pl.lit("unparsed_judgment")),
                           pl.when(no_probs).then(pl.lit("the engine reported no score probabilities")).otherwise(pl.col("parse_error")))
-    never_judged = (pl.col("n_judgments") == 0) & pl.lit(rule == CHECKS_MARGIN)  # to_judge left it out: the prompt's drop says why
+    never_judged = (pl.col("n_judgments") == 0) & pl.lit(rule in MARGIN_RULES)  # to_judge left it out: the prompt's drop says why
     unscored = drops(scored.filter((pl.col("n_scored") == 0) & ~never_judged), "candidate", "no_parsed_score",
                      pl.format("0 of {} judgments parsed", "n_judgments"))
-    if rule != CHECKS_MARGIN:
+    if rule not in MARGIN_RULES:
         return pl.concat([bad_judgments, unscored])
     cut = drops(scored.filter(~labelable(rule)), "candidate", "cut_at_length_limit",
                 pl.format("cut at {} tokens: a trainer would close it with an end-of-turn token it never wrote", "n_tokens"))

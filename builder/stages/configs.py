@@ -50,8 +50,10 @@ class MakePairsConfig(ModelKnobs, SamplingKnobs, JudgeModelKnobs, PointwiseJudge
                                "fails a check is never chosen over one that passes; within a class the judge decides")
     verify_rule: str = knob("checks_first", "With --verify: checks_first: a prompt whose candidates all pass the same share of "
                                             "its constraints gets its pair from the judge; checks_margin: it gets no pair (and its "
-                                            "candidates are not judged), so every verified pair's chosen passes more constraints",
-                            choices=("checks_first", "checks_margin"))
+                                            "candidates are not judged), so every verified pair's chosen passes more constraints; "
+                                            "checks_margin_ended: as checks_margin, and of two answers passing as many, one that "
+                                            "ended ranks above one cut at the length limit (which is never chosen)",
+                            choices=("checks_first", "checks_margin", "checks_margin_ended"))
     pairs_per_prompt: int = knob(1, "Pairs per prompt (1: the paper's best against worst): then the pairs nearest to that one, "
                                     "wherever the first is ranked above the second (under checks_margin: passes more "
                                     "constraints), from the same candidates and judgments", rule="positive")
