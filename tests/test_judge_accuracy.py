@@ -306,6 +306,13 @@ def test_make_pairs_verify_writes_checks_and_changes_only_its_own_identity(tiny_
     assert more_pairs.height >= margin_pairs.height and more_pairs.group_by("prompt_id").len()["len"].max() <= 3
     assert (more_pairs["chosen_check_share"] > more_pairs["rejected_check_share"]).all()
     assert more_m["stats"]["judgments_parsed"] == margin_m["stats"]["judgments_parsed"]  # the same judgments: no new paid work
+    ended = run_builder(*common, "--verify", "--verify-rule", "checks_margin_ended", "--prompts", split, check=True).stdout.strip().splitlines()[-1]
+    ended_m = json.loads((store / ended / "manifest.json").read_text())
+    assert ended_m["identity"]["labels"] == {"rule": "checks_margin_ended"} == {"rule": ended_m["extra"]["labels"]["rule"]}
+    ended_pairs = pl.read_parquet(store / ended / "pairs.parquet")
+    finished = pl.read_parquet(store / ended / "candidates.parquet").select(pl.col("candidate_id").alias("chosen_id"), "finish_reason")
+    assert ended_pairs.height >= margin_pairs.height and (ended_pairs["chosen_check_share"] >= ended_pairs["rejected_check_share"]).all()
+    assert (ended_pairs.join(finished, on="chosen_id")["finish_reason"] != "length").all()  # a cut answer is never chosen
     refused = run_builder(*common, "--verify-rule", "checks_margin")
     assert refused.returncode == 2 and refused.stderr.strip() == "Error: --verify-rule checks_margin needs --verify"
 
